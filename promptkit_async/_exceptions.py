@@ -1,0 +1,223 @@
+"""The whole error tree of promptkit_async.
+
+Every error the library raises on purpose derives from :class:`PromptKitError`,
+so ``except PromptKitError`` catches all of them and nothing from redis-py or
+httpx escapes unmapped::
+
+    PromptKitError
+    ├── InvalidSessionId (+ValueError)       empty, non-string, oversize session id
+    ├── InvalidMessage (+ValueError)         unknown role, non-string content, ...
+    │   └── MessageTooLarge                  one message or one turn over the limit
+    ├── SessionError
+    │   ├── SessionStateError (+RuntimeError)  used outside ``async with``, reused
+    │   ├── SessionBusy (+TimeoutError)        lock not acquired within lock_timeout
+    │   └── LockLost                           a distributed lease expired mid-turn
+    ├── StoreError
+    │   ├── StoreUnavailable                 store unreachable / timed out (.unsaved)
+    │   │   └── CommitOutcomeUnknown         a commit's reply was lost and not resolved
+    │   ├── StoreRejected                    the store refused a write (OOM, ...) (.unsaved)
+    │   └── CorruptHistory                   a stored record cannot be decoded
+    └── ProviderError
+        ├── ProviderUnavailable              network failure, connect/read timeout
+        ├── ProviderStatusError              non-2xx reply (.status_code, .body, ...)
+        │   ├── ProviderAuthError            401 / 403
+        │   └── RateLimited                  429 (.retry_after)
+        └── ProviderStreamError              error event mid-stream, bad SSE, no terminator
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._messages import Message
+
+__all__ = [
+    "CommitOutcomeUnknown",
+    "CorruptHistory",
+    "InvalidMessage",
+    "InvalidSessionId",
+    "LockLost",
+    "MessageTooLarge",
+    "PromptKitError",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProviderStatusError",
+    "ProviderStreamError",
+    "ProviderUnavailable",
+    "RateLimited",
+    "SessionBusy",
+    "SessionError",
+    "SessionStateError",
+    "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
+]
+
+
+class PromptKitError(Exception):
+    """Root of every error raised by promptkit_async."""
+
+
+class InvalidSessionId(PromptKitError, ValueError):
+    """The session id is not a non-empty string the stores can key on."""
+
+
+class InvalidMessage(PromptKitError, ValueError):
+    """A message is malformed: unknown role, wrong types, missing tool_call_id."""
+
+
+class MessageTooLarge(InvalidMessage):
+    """One message, or all messages of one turn, exceed the configured size limit."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class SessionError(PromptKitError):
+    """A session was used in a way its lifecycle does not allow."""
+
+
+class SessionStateError(SessionError, RuntimeError):
+    """The session is used outside its ``async with`` block, or entered twice."""
+
+
+class SessionBusy(SessionError, TimeoutError):
+    """The per-session lock was not acquired within ``lock_timeout``."""
+
+    def __init__(self, session_id: str, timeout: float) -> None:
+        super().__init__(
+            f"session {session_id!r} is busy: lock not acquired within {timeout:g}s"
+        )
+        self.session_id = session_id
+        self.timeout = timeout
+
+
+class LockLost(SessionError):
+    """The distributed lease on the session expired; the turn was not written."""
+
+    def __init__(self, message: str, *, session_id: str, unsaved: Sequence[Message] = ()) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.unsaved: tuple[Message, ...] = tuple(unsaved)
+
+
+class StoreError(PromptKitError):
+    """A store failed to load or save."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or did not answer in time.
+
+    On a failed save, ``unsaved`` holds the messages that were not written, so
+    that the caller can retry or report them instead of losing them silently.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        unsaved: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.unsaved: tuple[Message, ...] = tuple(unsaved)
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """A commit was sent but its reply was lost, and checking by turn id failed.
+
+    The turn may or may not be stored; it is never stored twice. ``turn_id``
+    lets the caller check later (``RedisStore.turn_status``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        turn_id: str,
+        unsaved: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message, session_id=session_id, unsaved=unsaved)
+        self.turn_id = turn_id
+
+
+class StoreRejected(StoreError):
+    """The store answered but refused the write (out of memory, wrong key type)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        unsaved: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.unsaved: tuple[Message, ...] = tuple(unsaved)
+
+
+class CorruptHistory(StoreError):
+    """A stored record cannot be decoded into a :class:`Message`."""
+
+    def __init__(self, message: str, *, session_id: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.index = index
+
+
+class ProviderError(PromptKitError):
+    """A model provider call failed."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, or a connect/read timeout expired."""
+
+
+class ProviderStatusError(ProviderError):
+    """The provider answered with a non-2xx HTTP status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str = "",
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status_code={self.status_code}, message={str(self)!r})"
+
+
+class ProviderAuthError(ProviderStatusError):
+    """The provider rejected the credentials (401 / 403)."""
+
+
+class RateLimited(ProviderStatusError):
+    """The provider answered 429 after every allowed retry."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        body: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class ProviderStreamError(ProviderError):
+    """The reply stream broke: an error event, malformed data, or no terminator."""

@@ -1,0 +1,263 @@
+"""The :class:`Message` model and its stored format.
+
+A message is what an LLM chat API takes: a role, text content, and for tool
+use the assistant's ``tool_calls`` and the ``tool_call_id`` of each result.
+
+Stored format (version 1), one compact JSON object per message::
+
+    {"v":1,"r":"assistant","c":"...","tc":[["call_1","get_weather","{...}"]],
+     "ti":"call_1","n":"name","m":{...}}
+
+Keys other than ``v``/``r``/``c`` are omitted when empty. Unknown keys are
+ignored, so a record written by a newer minor version still loads; a record
+whose known keys cannot be read raises :class:`CorruptHistory`. Records larger
+than a store's compression threshold may be stored zlib-compressed, marked by a
+leading ``\\x00z`` (JSON never starts with a NUL byte), and are read back
+whatever the setting is at read time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ._exceptions import CorruptHistory, InvalidMessage
+from ._types import ROLES, JSONValue, Role
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Message",
+    "ToolCall",
+    "decode_message",
+    "encode_message",
+]
+
+FORMAT_VERSION = 1
+_COMPRESSED_MARK = b"\x00z"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call requested by the assistant.
+
+    ``arguments`` is the JSON text the model produced, kept as a string because
+    models can emit invalid JSON and the API expects it sent back verbatim.
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def __post_init__(self) -> None:
+        for attr in ("id", "name", "arguments"):
+            if not isinstance(getattr(self, attr), str):
+                raise InvalidMessage(
+                    f"ToolCall.{attr} must be str, got {type(getattr(self, attr)).__name__}"
+                )
+
+
+def _check_json(value: object, path: str, depth: int = 0) -> None:
+    if depth > 64:
+        raise InvalidMessage(f"metadata nested too deeply at {path}")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessage(f"metadata value at {path} is not a finite number")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidMessage(f"metadata key at {path} must be str, got {key!r}")
+            _check_json(item, f"{path}.{key}", depth + 1)
+        return
+    raise InvalidMessage(
+        f"metadata value at {path} is {type(value).__name__}, which is not JSON-serialisable"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message.
+
+    Build them with the helpers (``Message.user("hi")``,
+    ``Message.assistant("...", tool_calls=[...])``, ``Message.tool("42", tool_call_id=...)``)
+    rather than positionally. Messages are immutable so that a loaded history can
+    be shared without copying.
+
+    Raises:
+        InvalidMessage: unknown role, non-string content, tool_calls on a
+            non-assistant message, or a tool result without ``tool_call_id``.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, str) or self.role not in ROLES:
+            raise InvalidMessage(
+                f"unknown role {self.role!r}; expected one of system, user, assistant, tool"
+            )
+        if not isinstance(self.content, str):
+            raise InvalidMessage(
+                f"{self.role} message content must be str, got {type(self.content).__name__}"
+            )
+        if self.tool_calls:
+            if self.role != "assistant":
+                raise InvalidMessage(f"only assistant messages carry tool_calls, not {self.role}")
+            if not isinstance(self.tool_calls, tuple):
+                object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+            for call in self.tool_calls:
+                if not isinstance(call, ToolCall):
+                    raise InvalidMessage(f"tool_calls items must be ToolCall, got {call!r}")
+        if self.role == "tool":
+            if not isinstance(self.tool_call_id, str) or not self.tool_call_id:
+                raise InvalidMessage("a tool message needs tool_call_id (a non-empty str)")
+        elif self.tool_call_id is not None:
+            raise InvalidMessage(f"only tool messages carry tool_call_id, not {self.role}")
+        if self.name is not None and not isinstance(self.name, str):
+            raise InvalidMessage(f"name must be str or None, got {type(self.name).__name__}")
+        if self.metadata:
+            if not isinstance(self.metadata, Mapping):
+                raise InvalidMessage(
+                    f"metadata must be a mapping, got {type(self.metadata).__name__}"
+                )
+            _check_json(dict(self.metadata), "metadata")
+
+    @classmethod
+    def system(cls, content: str, **metadata: JSONValue) -> Message:
+        return cls("system", content, metadata=metadata)
+
+    @classmethod
+    def user(cls, content: str, *, name: str | None = None, **metadata: JSONValue) -> Message:
+        return cls("user", content, name=name, metadata=metadata)
+
+    @classmethod
+    def assistant(
+        cls,
+        content: str = "",
+        *,
+        tool_calls: Sequence[ToolCall] = (),
+        **metadata: JSONValue,
+    ) -> Message:
+        return cls("assistant", content, tool_calls=tuple(tool_calls), metadata=metadata)
+
+    @classmethod
+    def tool(cls, content: str, *, tool_call_id: str, **metadata: JSONValue) -> Message:
+        return cls("tool", content, tool_call_id=tool_call_id, metadata=metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI-style dict (role/content/tool_calls/tool_call_id), for logging or APIs."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_loads = json.loads
+
+
+def _record(message: Message) -> dict[str, Any]:
+    rec: dict[str, Any] = {"v": FORMAT_VERSION, "r": message.role, "c": message.content}
+    if message.tool_calls:
+        rec["tc"] = [[c.id, c.name, c.arguments] for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        rec["ti"] = message.tool_call_id
+    if message.name is not None:
+        rec["n"] = message.name
+    if message.metadata:
+        rec["m"] = message.metadata
+    return rec
+
+
+def encode_message(message: Message, *, compress_above: int | None = None) -> bytes:
+    """Encode one message as stored bytes (compressed when above the threshold)."""
+    try:
+        data = _dumps(_record(message)).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            "message text contains a lone surrogate, which cannot be stored as UTF-8"
+        ) from exc
+    if compress_above is not None and len(data) > compress_above:
+        packed = _COMPRESSED_MARK + zlib.compress(data, 6)
+        if len(packed) < len(data):
+            return packed
+    return data
+
+
+def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> Message:
+    """Decode stored bytes, raising :class:`CorruptHistory` naming where it failed."""
+    try:
+        if isinstance(raw, bytes) and raw[:2] == _COMPRESSED_MARK:
+            raw = zlib.decompress(raw[2:])
+        rec = _loads(raw)
+    except (ValueError, zlib.error) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise CorruptHistory(
+            f"session {session_id!r}: stored record {index} is not a valid message record "
+            f"({type(exc).__name__}: {exc})",
+            session_id=session_id,
+            index=index,
+        ) from exc
+    if not isinstance(rec, dict):
+        raise CorruptHistory(
+            f"session {session_id!r}: stored record {index} is {type(rec).__name__}, "
+            "not a message object",
+            session_id=session_id,
+            index=index,
+        )
+    try:
+        return _from_record(cast("dict[str, Any]", rec))
+    except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+        version = rec.get("v")
+        newer = (
+            f" (written by format version {version}; this library reads {FORMAT_VERSION})"
+            if isinstance(version, int) and version > FORMAT_VERSION
+            else ""
+        )
+        raise CorruptHistory(
+            f"session {session_id!r}: stored record {index} is not a valid message{newer}: {exc}",
+            session_id=session_id,
+            index=index,
+        ) from exc
+
+
+def _from_record(rec: dict[str, Any]) -> Message:
+    tool_calls: tuple[ToolCall, ...] = ()
+    raw_calls = rec.get("tc")
+    if raw_calls:
+        tool_calls = tuple(ToolCall(c[0], c[1], c[2]) for c in raw_calls)
+    metadata = rec.get("m") or {}
+    if not isinstance(metadata, dict):
+        raise TypeError("metadata is not an object")
+    return Message(
+        rec["r"],
+        rec["c"],
+        tool_calls=tool_calls,
+        tool_call_id=rec.get("ti"),
+        name=rec.get("n"),
+        metadata=metadata,
+    )
