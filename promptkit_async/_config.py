@@ -1,0 +1,98 @@
+"""Defaults and small validated settings shared by sessions and stores."""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+from typing import Final, Literal, Union
+
+from ._exceptions import InvalidSessionId
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_TTL",
+    "MAX_SESSION_ID_LENGTH",
+    "TTL",
+    "UNSET",
+    "OnError",
+    "OnLoadError",
+    "Unset",
+    "check_limit",
+    "check_session_id",
+    "ttl_seconds",
+]
+
+DEFAULT_MAX_MESSAGES: Final = 20
+#: Sliding expiry of a session: refreshed by every write.
+DEFAULT_TTL: Final = 24 * 60 * 60.0
+#: Longest accepted session id, in characters; keeps keys well under Redis limits.
+MAX_SESSION_ID_LENGTH: Final = 4096
+
+TTL = Union[float, int, timedelta, None]
+OnError = Literal["discard", "commit"]
+OnLoadError = Literal["raise", "empty"]
+
+
+class Unset(enum.Enum):
+    """Marker for "not given" where ``None`` already means something (ttl=None: forever)."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if every store can key on it, else raise InvalidSessionId."""
+    if type(session_id) is not str:
+        if isinstance(session_id, str):  # a str subclass: key on its plain value
+            session_id = str.__str__(session_id)
+        else:
+            raise InvalidSessionId(
+                f"session id must be a str, got {type(session_id).__name__}: {session_id!r}"
+            )
+    assert isinstance(session_id, str)
+    if not session_id:
+        raise InvalidSessionId("session id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise InvalidSessionId(
+            f"session id is {len(session_id)} characters long; the limit is "
+            f"{MAX_SESSION_ID_LENGTH}"
+        )
+    if not session_id.isascii():
+        try:
+            session_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSessionId(
+                f"session id {session_id!r} contains a lone surrogate and cannot be encoded"
+            ) from None
+    return session_id
+
+
+def ttl_seconds(ttl: TTL) -> float | None:
+    """Normalise a TTL setting to seconds (None: keep forever)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"ttl must be seconds, a timedelta or None, got {ttl!r}")
+    if not seconds > 0:  # also rejects NaN
+        raise ValueError(f"ttl must be positive (or None to keep forever), got {ttl!r}")
+    return seconds
+
+
+def check_limit(name: str, value: int | None, *, minimum: int = 1) -> int | None:
+    """Validate a count setting such as max_messages (None: unlimited)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (or None for unlimited), got {value}")
+    return value

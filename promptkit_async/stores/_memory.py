@@ -1,0 +1,181 @@
+"""MemoryStore: the embedded store for development, tests and demos.
+
+Same semantics as :class:`RedisStore` (append-only, capped, sliding TTL,
+idempotent turn ids) with no I/O, so that code tested against it behaves the
+same in production. State is per instance, never module-global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .._config import DEFAULT_TTL, TTL, check_limit, check_session_id, ttl_seconds
+from .._exceptions import InvalidMessage
+from .._locks import LockRegistry
+from .._messages import Message
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["MemoryStore"]
+
+#: How many recent turn ids each session remembers for idempotent re-sends.
+_TURN_MEMORY = 64
+
+
+class _History:
+    __slots__ = ("expires_at", "messages", "turns")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.expires_at: float | None = None
+        self.turns: deque[str] = deque(maxlen=_TURN_MEMORY)
+
+
+class MemoryStore:
+    """An in-process store with Redis semantics.
+
+    Args:
+        clock: a monotonic clock in seconds, replaceable in tests to move
+            time forward without sleeping.
+    """
+
+    #: Operations never suspend, so a commit cannot be interrupted half-way.
+    in_process = True
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._data: dict[str, _History] = {}
+        # Sessions with a TTL, oldest write first: expired ones are swept from
+        # the front in amortised O(1) instead of scanning every session.
+        self._expiry: OrderedDict[str, None] = OrderedDict()
+        self.locks = LockRegistry()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(sessions={len(self._data)})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _live(self, session_id: str, now: float) -> _History | None:
+        hist = self._data.get(session_id)
+        if hist is not None and hist.expires_at is not None and hist.expires_at <= now:
+            self._drop(session_id)
+            return None
+        return hist
+
+    def _drop(self, session_id: str) -> None:
+        self._data.pop(session_id, None)
+        self._expiry.pop(session_id, None)
+
+    def _sweep(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry:
+            oldest = next(iter(expiry))
+            hist = self._data.get(oldest)
+            if hist is not None and hist.expires_at is not None and hist.expires_at > now:
+                break
+            self._drop(oldest)
+
+    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first."""
+        session_id = check_session_id(session_id)
+        check_limit("limit", limit, minimum=0)
+        hist = self._live(session_id, self._clock())
+        if hist is None:
+            return []
+        if limit is None:
+            return hist.messages.copy()
+        return hist.messages[-limit:] if limit else []
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        max_messages: int | None = None,
+        ttl: TTL = DEFAULT_TTL,
+        turn_id: str | None = None,
+    ) -> None:
+        """Append atomically, cap to the newest ``max_messages``, refresh the TTL."""
+        session_id = check_session_id(session_id)
+        check_limit("max_messages", max_messages)
+        seconds = ttl_seconds(ttl)
+        batch = list(messages)
+        for i, m in enumerate(batch):
+            if not isinstance(m, Message):
+                raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
+        now = self._clock()
+        self._sweep(now)
+        hist = self._live(session_id, now)
+        if hist is None:
+            hist = self._data[session_id] = _History()
+        elif turn_id is not None and turn_id in hist.turns:
+            return  # a re-sent commit of a turn already applied
+        if turn_id is not None:
+            hist.turns.append(turn_id)
+        stored = hist.messages
+        stored.extend(batch)
+        if max_messages is not None and len(stored) > max_messages:
+            del stored[: len(stored) - max_messages]
+        if seconds is None:
+            hist.expires_at = None
+            self._expiry.pop(session_id, None)
+        else:
+            hist.expires_at = now + seconds
+            self._expiry[session_id] = None
+            self._expiry.move_to_end(session_id)
+
+    async def delete(self, session_id: str) -> bool:
+        """Erase the session; True if it existed."""
+        session_id = check_session_id(session_id)
+        existed = self._live(session_id, self._clock()) is not None
+        self._drop(session_id)
+        return existed
+
+    async def ttl(self, session_id: str) -> float | None:
+        """Seconds until the session expires; None if it has no TTL or does not exist."""
+        session_id = check_session_id(session_id)
+        now = self._clock()
+        hist = self._live(session_id, now)
+        if hist is None or hist.expires_at is None:
+            return None
+        return hist.expires_at - now
+
+    async def exists(self, session_id: str) -> bool:
+        session_id = check_session_id(session_id)
+        return self._live(session_id, self._clock()) is not None
+
+    async def sessions(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield the ids of live sessions starting with ``prefix`` (a literal, not a glob)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        now = self._clock()
+        for session_id in [s for s in self._data if s.startswith(prefix)]:
+            if self._live(session_id, now) is not None:
+                yield session_id
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Erase every session whose id starts with ``prefix``; returns how many."""
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("delete_prefix needs a non-empty str prefix")
+        doomed = [s async for s in self.sessions(prefix)]
+        for session_id in doomed:
+            self._drop(session_id)
+        return len(doomed)

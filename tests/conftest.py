@@ -1,0 +1,200 @@
+"""Shared fixtures: a real Redis server, and one store fixture over every backend.
+
+The real server is, in order: ``$REDIS_URL``; 127.0.0.1:6379 if it answers; a
+``redis-server`` from PATH started on a free port in a temporary directory.
+Failing all three, Redis tests are skipped with a loud reason, unless
+``PROMPTKIT_REQUIRE_REDIS=1``, in which case they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from promptkit_async import MemoryStore, RedisStore
+from promptkit_async.stores import Store
+
+REQUIRE_REDIS = os.environ.get("PROMPTKIT_REQUIRE_REDIS") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+class RedisServer:
+    """A redis-server process owned by the tests (started and stopped by them)."""
+
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="promptkit-redis-"))
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if _answers(self.url):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer within 10 s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a real Redis server, or a skip (a failure when it is required)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        if not _answers(url):
+            pytest.fail(f"REDIS_URL={url} does not answer")
+        yield url
+        return
+    if _answers("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    if shutil.which("redis-server"):
+        server = RedisServer().start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+        return
+    reason = (
+        "NO REAL REDIS: set REDIS_URL, run Redis on 127.0.0.1:6379 or put redis-server on "
+        "PATH; Redis behaviour is untested in this run"
+    )
+    if REQUIRE_REDIS:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test alone, so tests never touch each other's keys."""
+    return f"pktest-{uuid.uuid4().hex[:12]}"
+
+
+async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    async for k in client.scan_iter(match=f"{prefix}:*", count=1000):
+        await client.delete(k)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await _delete_prefix(client, prefix)
+        await client.aclose()
+
+
+async def _make_fakeredis() -> aioredis.Redis:
+    import fakeredis
+
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    return client
+
+
+@pytest.fixture(params=["memory", "fakeredis", "redis"])
+async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Store]:
+    """The same contract, on MemoryStore, fakeredis and a real Redis server."""
+    kind: str = request.param
+    if kind == "memory":
+        async with MemoryStore() as mem:
+            yield mem
+        return
+    if kind == "fakeredis":
+        client = await _make_fakeredis()
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        client = aioredis.Redis.from_url(url)
+    try:
+        async with RedisStore(client, prefix=prefix) as rs:
+            yield rs
+    finally:
+        await _delete_prefix(client, prefix)
+        await client.aclose()
+
+
+@pytest.fixture
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.node.callspec.params["store"]
+    return kind
+
+
+def raw_client(store: Store) -> aioredis.Redis:
+    assert isinstance(store, RedisStore)
+    client = store.client
+    assert isinstance(client, aioredis.Redis)
+    return client
+
+
+async def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    assert callable(predicate)
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
