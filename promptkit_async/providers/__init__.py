@@ -1,8 +1,29 @@
 """Model providers: the protocol, and clients for OpenAI-compatible and Anthropic APIs."""
 
+from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._base import Provider as Provider
 from ._base import ReplyDone as ReplyDone
 from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
+from ._openai import OpenAIProvider as OpenAIProvider
+from ._scripted import ScriptedCall as ScriptedCall
+from ._scripted import ScriptedProvider as ScriptedProvider
+from ._sse import ServerSentEvent as ServerSentEvent
+from ._sse import SSEDecoder as SSEDecoder
 
-__all__ = ["Provider", "ReplyDone", "StreamEvent", "TextDelta"]
+__all__ = [
+    "AnthropicProvider",
+    "OpenAIProvider",
+    "Provider",
+    "ReplyDone",
+    "SSEDecoder",
+    "ScriptedCall",
+    "ScriptedProvider",
+    "ServerSentEvent",
+    "StreamEvent",
+    "TextDelta",
+]
+
+for _name in __all__:  # classes only; StreamEvent is a Union alias and keeps its module
+    if _name != "StreamEvent":
+        globals()[_name].__module__ = __name__

@@ -9,11 +9,13 @@ finish reason and usage in its metadata). A stream that ends without
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .._messages import Message
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from .._messages import Message
 
 __all__ = ["Provider", "ReplyDone", "StreamEvent", "TextDelta"]
 
@@ -32,7 +34,7 @@ class ReplyDone:
     message: Message
 
 
-StreamEvent = Union[TextDelta, ReplyDone]
+StreamEvent = TextDelta | ReplyDone
 
 
 @runtime_checkable

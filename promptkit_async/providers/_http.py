@@ -1,0 +1,359 @@
+"""Shared httpx plumbing for the HTTP providers.
+
+Owns everything the OpenAI and Anthropic clients have in common: the
+``httpx.AsyncClient`` (created and closed here, or borrowed and left open),
+timeouts, retries with backoff, and the mapping of httpx errors and non-2xx
+replies to :class:`ProviderError` subclasses. No ``httpx`` exception leaves
+this module unmapped, and the API key is redacted from every message built
+here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import enum
+import json
+import logging
+import math
+import random
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import httpx
+
+from .._exceptions import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderStatusError,
+    ProviderStreamError,
+    ProviderUnavailable,
+    RateLimited,
+)
+from ._sse import ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator, Mapping
+
+    from typing_extensions import Self
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MAX_RETRY_WAIT",
+    "DEFAULT_READ_TIMEOUT",
+    "HTTPProvider",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_READ_TIMEOUT: Final = 120.0
+"""Longest silence allowed between two chunks of a reply (models can think for a while)."""
+DEFAULT_MAX_RETRIES: Final = 2
+DEFAULT_MAX_RETRY_WAIT: Final = 60.0
+"""A ``Retry-After`` longer than this is not waited out: the error is raised at once."""
+_BACKOFF_BASE: Final = 0.5
+_BACKOFF_MAX: Final = 8.0
+_MAX_ERROR_BODY: Final = 64 * 1024
+_RETRY_STATUSES: Final = frozenset({408, 409, 429})
+
+
+class _State(enum.Enum):
+    OPEN = enum.auto()
+    CLOSED = enum.auto()
+
+
+class _Secret:
+    """Holds the API key so that no repr, log or traceback local shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "_Secret('***')"
+
+    __str__ = __repr__
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date) or ``retry-after-ms``.
+
+    Returns ``None`` when absent or unreadable; negative waits become ``0``.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms):
+            return max(ms / 1000.0, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" dates parse as naive; HTTP dates are GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _error_message(body: bytes) -> str | None:
+    """The human message from an error body, in the shapes servers actually use."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        if isinstance(message, str) and message:
+            return message
+    if isinstance(error, str) and error:  # Ollama, llama.cpp
+        return error
+    for key in ("message", "detail"):  # FastAPI-based servers (vLLM) use "detail"
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class HTTPProvider:
+    """Base for providers that stream Server-Sent Events over one ``httpx.AsyncClient``.
+
+    Subclasses build the request (``_url``, ``_headers``) and translate events;
+    this class sends it, retries what is safe to retry, maps errors, and
+    closes the response as soon as the consumer stops.
+    """
+
+    _provider_name: str = "provider"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str,
+        client: httpx.AsyncClient | None,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        max_retries: int,
+        max_retry_wait: float,
+        retry_backoff: float,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self._api_key = _Secret(api_key) if api_key else None
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.retry_backoff = retry_backoff
+        self._state = _State.OPEN
+        # None: a borrowed client keeps its own timeouts unless ours were given.
+        self._timeout: httpx.Timeout | None = None
+        given = connect_timeout is not None or read_timeout is not None
+        if client is None:
+            self._timeout = httpx.Timeout(
+                DEFAULT_READ_TIMEOUT if read_timeout is None else read_timeout,
+                connect=DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout,
+            )
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._owns_client = True
+        else:
+            if given:
+                base = client.timeout
+                self._timeout = httpx.Timeout(
+                    connect=base.connect if connect_timeout is None else connect_timeout,
+                    read=base.read if read_timeout is None else read_timeout,
+                    write=base.write,
+                    pool=base.pool,
+                )
+            self._client = client
+            self._owns_client = False
+
+    def __repr__(self) -> str:
+        model = getattr(self, "model", None)
+        return f"{type(self).__name__}(model={model!r}, base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it. Safe to call twice."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- for subclasses -------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        if self._api_key is not None:
+            text = text.replace(self._api_key.reveal(), "***")
+        return text
+
+    def _check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise ProviderError(f"{type(self).__name__} is closed")
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Map every httpx error to a :class:`ProviderError`, keeping the cause."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(
+                self._redact(f"{self._provider_name}: timed out ({type(exc).__name__}: {exc})")
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise ProviderStreamError(
+                self._redact(f"{self._provider_name}: undecodable response body: {exc}")
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(
+                self._redact(
+                    f"{self._provider_name}: connection failed ({type(exc).__name__}: {exc})"
+                )
+            ) from exc
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise ProviderError(
+                self._redact(f"{self._provider_name}: {type(exc).__name__}: {exc}")
+            ) from exc
+
+    async def _stream_events(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """POST ``body`` and yield the reply's SSE events as they arrive.
+
+        Retries happen only inside ``_open``, before any event is yielded. The
+        response is closed in ``finally``, so closing this generator (or
+        cancelling its consumer) drops the connection at once.
+        """
+        self._check_open()
+        response = await self._open(url, body, headers)
+        try:
+            decoder = SSEDecoder()
+            with self._mapped_errors():
+                async for chunk in response.aiter_bytes():
+                    for event in decoder.feed(chunk):
+                        yield event
+            decoder.close()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def _open(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                with self._mapped_errors():
+                    request = self._client.build_request(
+                        "POST",
+                        url,
+                        json=body,
+                        headers=headers,
+                        timeout=(
+                            httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout
+                        ),
+                    )
+                    response = await self._client.send(request, stream=True)
+            except ProviderUnavailable as exc:
+                cause = exc.__cause__
+                retryable = isinstance(
+                    cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+                )
+                if not retryable or attempt >= self.max_retries:
+                    raise
+                await self._sleep_before_retry(attempt, None, str(exc))
+                attempt += 1
+                continue
+            if response.is_success:
+                return response
+            error, retry_after = await self._status_error(response)
+            retryable = error.status_code in _RETRY_STATUSES or error.status_code >= 500
+            if (
+                not retryable
+                or attempt >= self.max_retries
+                or (retry_after is not None and retry_after > self.max_retry_wait)
+            ):
+                raise error
+            await self._sleep_before_retry(attempt, retry_after, str(error))
+            attempt += 1
+
+    async def _sleep_before_retry(self, attempt: int, retry_after: float | None, why: str) -> None:
+        if retry_after is None:
+            # Full jitter: spreads out clients that failed together.
+            cap = min(self.retry_backoff * 2**attempt, _BACKOFF_MAX)
+            delay = random.uniform(0, cap)
+        else:
+            delay = retry_after
+        logger.info(
+            "%s: retrying in %.2fs (retry %d of %d) after: %s",
+            self._provider_name,
+            delay,
+            attempt + 1,
+            self.max_retries,
+            why,
+        )
+        await anyio.sleep(delay)
+
+    async def _status_error(
+        self, response: httpx.Response
+    ) -> tuple[ProviderStatusError, float | None]:
+        """Read (a bounded prefix of) an error reply; build the error, read ``Retry-After``."""
+        raw = bytearray()
+        try:
+            with self._mapped_errors():
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) >= _MAX_ERROR_BODY:
+                        break
+        except ProviderError:
+            pass  # the status alone is still worth reporting
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        body = self._redact(bytes(raw[:_MAX_ERROR_BODY]).decode("utf-8", "replace"))
+        detail = _error_message(bytes(raw))
+        detail = self._redact(detail) if detail else response.reason_phrase or "no details"
+        status = response.status_code
+        request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
+        message = f"{self._provider_name}: HTTP {status}: {detail}"
+        if request_id:
+            message += f" (request id {request_id})"
+        retry_after = parse_retry_after(response.headers)
+        if status == 429:
+            limited = RateLimited(
+                message,
+                status_code=status,
+                body=body,
+                request_id=request_id,
+                retry_after=retry_after,
+            )
+            return limited, retry_after
+        cls = ProviderAuthError if status in (401, 403) else ProviderStatusError
+        return cls(message, status_code=status, body=body, request_id=request_id), retry_after
