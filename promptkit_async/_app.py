@@ -8,18 +8,19 @@ from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, TTL, OnError, OnLoadError, check_session_id
 from ._messages import Message
 from ._session import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURN_BYTES, Session
 from ._trim import TokenCounter, estimate_tokens
-from ._types import Role
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from typing_extensions import Self
 
+    from ._types import Role
     from .providers._base import Provider
     from .stores._base import Store
 

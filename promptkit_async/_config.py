@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
-from typing import Final, Literal, Union
+from typing import Final, Literal, TypeAlias
 
 from ._exceptions import InvalidSessionId
 
@@ -28,7 +28,7 @@ DEFAULT_TTL: Final = 24 * 60 * 60.0
 #: Longest accepted session id, in characters; keeps keys well under Redis limits.
 MAX_SESSION_ID_LENGTH: Final = 4096
 
-TTL = Union[float, int, timedelta, None]
+TTL: TypeAlias = float | int | timedelta | None
 OnError = Literal["discard", "commit"]
 OnLoadError = Literal["raise", "empty"]
 
@@ -59,8 +59,7 @@ def check_session_id(session_id: object) -> str:
         raise InvalidSessionId("session id must not be empty")
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise InvalidSessionId(
-            f"session id is {len(session_id)} characters long; the limit is "
-            f"{MAX_SESSION_ID_LENGTH}"
+            f"session id is {len(session_id)} characters long; the limit is {MAX_SESSION_ID_LENGTH}"
         )
     if not session_id.isascii():
         try:

@@ -27,10 +27,11 @@ httpx escapes unmapped::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._messages import Message
 
 __all__ = [
@@ -89,9 +90,7 @@ class SessionBusy(SessionError, TimeoutError):
     """The per-session lock was not acquired within ``lock_timeout``."""
 
     def __init__(self, session_id: str, timeout: float) -> None:
-        super().__init__(
-            f"session {session_id!r} is busy: lock not acquired within {timeout:g}s"
-        )
+        super().__init__(f"session {session_id!r} is busy: lock not acquired within {timeout:g}s")
         self.session_id = session_id
         self.timeout = timeout
 

@@ -16,8 +16,6 @@ import enum
 import logging
 import secrets
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._config import (
@@ -43,6 +41,9 @@ from ._trim import TokenCounter, estimate_tokens, trim
 from .providers._base import Provider, ReplyDone, TextDelta
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+    from types import TracebackType
+
     from typing_extensions import Self
 
     from .stores._base import Store
@@ -371,7 +372,10 @@ class Session:
         if getattr(self.store, "in_process", False):
             # Never suspends, so it cannot be interrupted half-way.
             await self.store.append(
-                self.session_id, batch, max_messages=self.max_messages, ttl=self.ttl,
+                self.session_id,
+                batch,
+                max_messages=self.max_messages,
+                ttl=self.ttl,
                 turn_id=turn_id,
             )
         else:
@@ -389,7 +393,10 @@ class Session:
         """
         task = asyncio.ensure_future(
             self.store.append(
-                self.session_id, batch, max_messages=self.max_messages, ttl=self.ttl,
+                self.session_id,
+                batch,
+                max_messages=self.max_messages,
+                ttl=self.ttl,
                 turn_id=turn_id,
             )
         )
@@ -561,4 +568,3 @@ class ReplyStream:
         """Consume the rest of the stream and return the whole reply text."""
         parts = [piece async for piece in self]
         return "".join(parts)
-

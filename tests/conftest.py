@@ -16,15 +16,19 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from promptkit_async import MemoryStore, RedisStore
-from promptkit_async.stores import Store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from promptkit_async.stores import Store
 
 REQUIRE_REDIS = os.environ.get("PROMPTKIT_REQUIRE_REDIS") == "1"
 

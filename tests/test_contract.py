@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,9 +18,11 @@ from promptkit_async import (
     SessionBusy,
     ToolCall,
 )
-from promptkit_async.stores import Store
 
 from .conftest import raw_client
+
+if TYPE_CHECKING:
+    from promptkit_async.stores import Store
 
 
 def u(text: str) -> Message:
@@ -134,11 +137,11 @@ async def test_ttl_is_sliding_refreshed_by_each_write(store: Store, store_kind: 
     else:
         assert isinstance(store, MemoryStore)
         store._data["slide"].expires_at = store._clock() + 5  # age the entry
-    left = await store.ttl("slide")  # type: ignore[attr-defined]
+    left = await store.ttl("slide")
     assert left is not None and left <= 5
     async with Session(store, "slide", ttl=1000) as s:
         s.add(u("y"))
-    left = await store.ttl("slide")  # type: ignore[attr-defined]
+    left = await store.ttl("slide")
     assert left is not None and left > 990
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .._config import TTL
-from .._messages import Message
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._config import TTL
+    from .._messages import Message
 
 __all__ = ["Store"]
 

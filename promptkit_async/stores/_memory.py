@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_TTL, TTL, check_limit, check_session_id, ttl_seconds
@@ -19,6 +17,9 @@ from .._locks import LockRegistry
 from .._messages import Message
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+    from types import TracebackType
+
     from typing_extensions import Self
 
 __all__ = ["MemoryStore"]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis.asyncio as aioredis
@@ -36,6 +34,9 @@ from .._messages import Message, decode_message, encode_message
 from . import _keys
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Sequence
+    from types import TracebackType
+
     from typing_extensions import Self
 
 __all__ = ["RedisStore", "TurnStatus"]
@@ -246,7 +247,9 @@ class RedisStore:
         return self._client
 
     def __repr__(self) -> str:
-        return f"RedisStore(prefix={self.prefix!r}, cluster={isinstance(self._client, RedisCluster)})"
+        return (
+            f"RedisStore(prefix={self.prefix!r}, cluster={isinstance(self._client, RedisCluster)})"
+        )
 
     async def __aenter__(self) -> Self:
         return self

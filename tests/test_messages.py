@@ -1,0 +1,137 @@
+"""The Message model and its stored format (pure, synchronous)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promptkit_async import CorruptHistory, InvalidMessage, Message, ToolCall
+from promptkit_async._messages import FORMAT_VERSION, decode_message, encode_message
+
+
+def roundtrip(m: Message, **kw: Any) -> Message:
+    return decode_message(encode_message(m, **kw), session_id="s", index=0)
+
+
+def test_helpers_build_each_role() -> None:
+    assert Message.user("hi").role == "user"
+    assert Message.system("rules").role == "system"
+    assert Message.assistant("ok").role == "assistant"
+    t = Message.tool("42", tool_call_id="c1")
+    assert (t.role, t.tool_call_id) == ("tool", "c1")
+    assert Message.user("hi", lang="en").metadata == {"lang": "en"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"role": "wizard", "content": "x"}, "unknown role 'wizard'"),
+        ({"role": "user", "content": 42}, "content must be str, got int"),
+        ({"role": "user", "content": None}, "content must be str, got NoneType"),
+        ({"role": "tool", "content": "x"}, "tool_call_id"),
+        ({"role": "user", "content": "x", "tool_call_id": "c"}, "only tool messages"),
+        (
+            {"role": "user", "content": "x", "tool_calls": (ToolCall("c", "f"),)},
+            "only assistant messages carry tool_calls",
+        ),
+        ({"role": "user", "content": "x", "metadata": {"k": object()}}, "not JSON"),
+        ({"role": "user", "content": "x", "metadata": {1: "v"}}, "key"),
+        ({"role": "user", "content": "x", "metadata": {"k": float("nan")}}, "finite"),
+    ],
+)
+def test_bad_messages_are_clear_errors(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidMessage, match=match):
+        Message(**kwargs)
+
+
+def test_invalid_message_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        Message("bogus")  # type: ignore[arg-type]
+
+
+def test_messages_are_immutable() -> None:
+    m = Message.user("hi")
+    with pytest.raises(AttributeError):
+        m.content = "changed"  # type: ignore[misc]
+
+
+def test_stored_format_is_compact_and_versioned() -> None:
+    raw = encode_message(Message.user("hi"))
+    assert raw == b'{"v":1,"r":"user","c":"hi"}'
+    assert json.loads(raw)["v"] == FORMAT_VERSION
+
+
+def test_tool_calls_round_trip() -> None:
+    m = Message.assistant(
+        "", tool_calls=[ToolCall("a", "f", '{"x":1}'), ToolCall("b", "g", "not json")]
+    )
+    assert roundtrip(m) == m
+
+
+def test_compression_only_above_threshold_and_always_readable() -> None:
+    small = Message.user("short")
+    assert encode_message(small, compress_above=100) == encode_message(small)
+    big = Message.user("lorem ipsum " * 1000)
+    packed = encode_message(big, compress_above=100)
+    assert packed.startswith(b"\x00z") and len(packed) < len(encode_message(big)) // 5
+    assert roundtrip(big, compress_above=100) == big
+    # written compressed, read by a store configured without compression
+    assert decode_message(packed, session_id="s", index=0) == big
+
+
+def test_unknown_fields_from_a_newer_version_are_ignored() -> None:
+    raw = b'{"v":2,"r":"user","c":"hi","x-new":[1,2],"m":{"a":1}}'
+    assert decode_message(raw, session_id="s", index=0) == Message.user("hi", a=1)
+
+
+def test_newer_version_that_cannot_be_read_says_so() -> None:
+    with pytest.raises(CorruptHistory, match="format version 9"):
+        decode_message(b'{"v":9,"role":"user"}', session_id="s", index=3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[]", b"42", b"\xff", b'{"v":1}', b'{"v":1,"r":"user","c":5}', b"\x00zxx"],
+)
+def test_corrupt_records(raw: bytes) -> None:
+    with pytest.raises(CorruptHistory) as info:
+        decode_message(raw, session_id="sess", index=7)
+    assert info.value.session_id == "sess"
+    assert info.value.index == 7
+    assert "'sess'" in str(info.value) and "7" in str(info.value)
+
+
+def test_lone_surrogate_is_rejected_at_encode() -> None:
+    with pytest.raises(InvalidMessage, match="surrogate"):
+        encode_message(Message.user("\ud800"))
+
+
+text = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
+
+
+@given(
+    role=st.sampled_from(["system", "user", "assistant"]),
+    content=text,
+    meta=st.dictionaries(text, st.one_of(st.none(), st.booleans(), st.integers(), text)),
+    compress=st.sampled_from([None, 0, 64]),
+)
+def test_any_content_round_trips(
+    role: str, content: str, meta: dict[str, Any], compress: int | None
+) -> None:
+    m = Message(role, content, metadata=meta)  # type: ignore[arg-type]
+    assert roundtrip(m, compress_above=compress) == m
+
+
+def test_to_dict_is_openai_shaped() -> None:
+    m = Message.assistant("", tool_calls=[ToolCall("c1", "f", "{}")])
+    assert m.to_dict() == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ],
+    }
