@@ -473,10 +473,16 @@ class Session:
         if self._history is None:
             await self._load()
         self._turn_size_with((user,))  # size checks before anything is sent
-        window = self.messages
-        window.append(user)
+        window = trim(
+            [*self.history, *self._pending, user],
+            self.max_messages,
+            max_tokens=self.max_tokens,
+            count_tokens=self.token_counter,
+        )
+        if not window or window[-1] is not user:  # a token budget smaller than the question
+            window = [user]
         reply: Message | None = None
-        events = provider.stream_reply(window, system=None)
+        events = provider.stream_reply(window, system=self.system)
         try:
             async for event in events:
                 if type(event) is TextDelta:
