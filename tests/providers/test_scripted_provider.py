@@ -106,7 +106,7 @@ async def test_delay_streams_and_can_be_cancelled() -> None:
     stream = provider.stream_reply([])
     first = await anext(stream)
     assert first == TextDelta("one ")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(anext(stream), timeout=0.001)
     await stream.aclose()
 
