@@ -254,6 +254,14 @@ class HTTPProvider:
         self._check_open()
         response = await self._open(url, body, headers)
         try:
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith("application/json"):
+                # A server that ignored ``stream: true`` or reports an error with a 200.
+                raw = await self._read_prefix(response)
+                detail = self._redact(_error_message(raw) or raw[:200].decode("utf-8", "replace"))
+                raise ProviderStreamError(
+                    f"{self._provider_name}: expected an event stream, got {content_type}: {detail}"
+                )
             decoder = SSEDecoder()
             with self._mapped_errors():
                 async for chunk in response.aiter_bytes():
@@ -321,10 +329,8 @@ class HTTPProvider:
         )
         await anyio.sleep(delay)
 
-    async def _status_error(
-        self, response: httpx.Response
-    ) -> tuple[ProviderStatusError, float | None]:
-        """Read (a bounded prefix of) an error reply; build the error, read ``Retry-After``."""
+    async def _read_prefix(self, response: httpx.Response) -> bytes:
+        """Up to 64 KiB of a (non-stream) body; a failed read returns what arrived."""
         raw = bytearray()
         try:
             with self._mapped_errors():
@@ -334,11 +340,19 @@ class HTTPProvider:
                         break
         except ProviderError:
             pass  # the status alone is still worth reporting
+        return bytes(raw[:_MAX_ERROR_BODY])
+
+    async def _status_error(
+        self, response: httpx.Response
+    ) -> tuple[ProviderStatusError, float | None]:
+        """Read (a bounded prefix of) an error reply; build the error, read ``Retry-After``."""
+        try:
+            raw = await self._read_prefix(response)
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-        body = self._redact(bytes(raw[:_MAX_ERROR_BODY]).decode("utf-8", "replace"))
-        detail = _error_message(bytes(raw))
+        body = self._redact(raw.decode("utf-8", "replace"))
+        detail = _error_message(raw)
         detail = self._redact(detail) if detail else response.reason_phrase or "no details"
         status = response.status_code
         request_id = response.headers.get("x-request-id") or response.headers.get("request-id")

@@ -145,3 +145,13 @@ def test_anthropic_parser_ignores_what_it_does_not_know() -> None:
 def test_anthropic_parser_errors(payload: dict[str, Any] | str, match: str) -> None:
     with pytest.raises(ProviderStreamError, match=match):
         feed(AnthropicEventParser(), payload)
+
+
+async def test_a_json_reply_to_a_stream_request_is_a_stream_error(api: FakeAPI) -> None:
+    body = b'{"error": {"message": "streaming is not supported"}}'
+    api.queue(Script(headers={"content-type": "application/json"}, items=[body]))
+    async with OpenAIProvider("m", None, api.base_url, client=api.client()) as provider:
+        with pytest.raises(ProviderStreamError, match="streaming is not supported"):
+            async for _ in provider.stream_reply([]):
+                pass
+    assert len(api.served) == 1
