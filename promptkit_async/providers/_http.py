@@ -191,7 +191,8 @@ class HTTPProvider:
 
     def __repr__(self) -> str:
         model = getattr(self, "model", None)
-        return f"{type(self).__name__}(model={model!r}, base_url={self.base_url!r})"
+        base_url = self._redact(self.base_url)  # in case the key rides in the URL
+        return f"{type(self).__name__}(model={model!r}, base_url={base_url!r})"
 
     async def __aenter__(self) -> Self:
         return self
