@@ -9,9 +9,12 @@ idempotent: a redis-py retry or a re-send after a lost reply applies once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis.asyncio as aioredis
@@ -25,12 +28,15 @@ from .._exceptions import (
     CommitOutcomeUnknown,
     CorruptHistory,
     InvalidMessage,
+    LockLost,
+    SessionBusy,
     StoreError,
     StoreRejected,
     StoreUnavailable,
 )
 from .._locks import LockRegistry
 from .._messages import Message, decode_message, encode_message
+from .._metrics import LatencyWindow, Observers, StateMetrics
 from . import _keys
 
 if TYPE_CHECKING:
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["RedisStore", "TurnStatus"]
+__all__ = ["Lease", "RedisStore", "TurnStatus"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,43 +56,107 @@ TURN_MEMORY = 64
 #: Messages per RPUSH inside the script (Lua's unpack() has a stack limit).
 _PUSH_CHUNK = 500
 
-# KEYS: history, turns. ARGV: turn id, max messages (0 = unlimited),
-# ttl in ms (0 = keep forever), turn memory, entries...
-# Returns 1 applied now, 0 already applied, -1 aborted earlier (never applies).
+# Versions: every applied turn (and every abort marker) is a member of the
+# session's turns sorted set with a strictly increasing score, so the member
+# with the highest score is the session's current version: a random turn id,
+# never reused, which a near cache can compare without reading the history.
+
+# KEYS: history, turns, lease[, index]
+# ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
+#       fence token ('' = none), index member ('' = none), entries...
+# Returns {status, previous version}: 1 applied now, 0 already applied,
+# -1 aborted earlier (never applies), -2 the fencing lease is not held.
 _COMMIT = b"""
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-if redis.call('ZSCORE', KEYS[2], '!' .. ARGV[1]) then return -1 end
+local turns = KEYS[2]
+local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
+local prev = last[1] or ''
+if redis.call('ZSCORE', turns, ARGV[1]) then return {0, prev} end
+if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, prev} end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, prev} end
 local n = #ARGV
-for i = 5, n, 500 do
+for i = 7, n, 500 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 499, n)))
 end
 local cap = tonumber(ARGV[2])
 if cap > 0 then redis.call('LTRIM', KEYS[1], -cap, -1) end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], t[1] * 1000000 + t[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
+redis.call('ZADD', turns, (tonumber(last[2]) or 0) + 1, ARGV[1])
+redis.call('ZREMRANGEBYRANK', turns, 0, -1 - tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', turns, ttl)
 else
   redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', turns)
 end
-return 1
+if KEYS[4] then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if ttl > 0 then
+    redis.call('ZADD', KEYS[4], now + ttl, ARGV[6])
+    local left = redis.call('PTTL', KEYS[4])
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+  else
+    redis.call('ZADD', KEYS[4], '+inf', ARGV[6])
+    redis.call('PERSIST', KEYS[4])
+  end
+end
+return {1, prev}
 """
 
-# KEYS: history, turns. ARGV: turn id, ttl in ms for the abort marker.
+# KEYS: history, turns. ARGV: turn id, ttl in ms for a new turns key.
 # Settles a commit whose reply was lost: 1 it was applied; -1 it was not, and
 # the abort marker guarantees a copy still in flight can never apply later.
 _RESOLVE = b"""
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 1 end
 if redis.call('ZSCORE', KEYS[2], '!' .. ARGV[1]) then return -1 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], t[1] * 1000000 + t[2], '!' .. ARGV[1])
-local left = redis.call('PTTL', KEYS[2])
-if left < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+local existed = redis.call('EXISTS', KEYS[2])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[2], (tonumber(last[2]) or 0) + 1, '!' .. ARGV[1])
+if existed == 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return -1
+"""
+
+# KEYS: history, turns. ARGV: known version ('' = none), LRANGE start.
+# {version} when the caller's copy is current, else {version, entries}.
+_LOAD_IF_CHANGED = b"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'', {}} end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1)
+local v = last[1] or ''
+if v ~= '' and v == ARGV[1] then return {v} end
+return {v, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
+"""
+
+# KEYS: history, turns[, index]. ARGV: index member.
+_DELETE = b"""
+local n = redis.call('DEL', KEYS[1], KEYS[2])
+if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[1]) end
+return n
+"""
+
+# KEYS: lease. ARGV: token, ttl ms. 1 if the caller still holds the lease.
+_RENEW = b"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: token. Only the owner may release.
+_RELEASE = b"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: index. ARGV: sample size. {live sessions, sample of their ids}.
+_INDEX_STATS = b"""
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
+local n = redis.call('ZCARD', KEYS[1])
+if n == 0 then return {0, {}} end
+return {n, redis.call('ZRANDMEMBER', KEYS[1], ARGV[1])}
 """
 
 _DEFAULT_SOCKET_TIMEOUT = 5.0
@@ -115,6 +185,11 @@ class _Script:
 
 _commit_script = _Script(_COMMIT)
 _resolve_script = _Script(_RESOLVE)
+_load_if_changed_script = _Script(_LOAD_IF_CHANGED)
+_delete_script = _Script(_DELETE)
+_renew_script = _Script(_RENEW)
+_release_script = _Script(_RELEASE)
+_index_stats_script = _Script(_INDEX_STATS)
 
 
 def _is_connect_failure(exc: BaseException) -> bool:
@@ -144,8 +219,71 @@ def _mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
         raise StoreError(f"Redis error while {action}: {type(exc).__name__}: {exc}") from exc
 
 
+class _CacheEntry:
+    """A session window this process read or wrote, valid while its version is current."""
+
+    __slots__ = ("complete", "messages", "version")
+
+    def __init__(self, version: str, messages: tuple[Message, ...], complete: bool) -> None:
+        self.version = version
+        self.messages = messages
+        self.complete = complete  # the whole stored history, not just its newest part
+
+
+class Lease:
+    """A per-session Redis lease held by one turn (see ``distributed_lock``).
+
+    Renewed in the background while the turn runs; released only by its owner.
+    If renewal finds the lease gone, ``lost`` is set, and the fencing check in
+    the commit refuses the write whatever the renewal task saw.
+    """
+
+    __slots__ = ("_renewer", "_store", "key", "lost", "session_id", "token")
+
+    def __init__(self, store: RedisStore, session_id: str, key: bytes, token: str) -> None:
+        self._store = store
+        self.session_id = session_id
+        self.key = key
+        self.token = token
+        self.lost = False
+        self._renewer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Lease({self.session_id!r}, lost={self.lost})"
+
+    def _start(self) -> None:
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        store = self._store
+        ttl_ms = int(store.lease_ttl * 1000)
+        while True:
+            await asyncio.sleep(store.lease_ttl / 3)
+            try:
+                held = await _renew_script(store._client, (self.key,), (self.token, ttl_ms))
+            except rexc.RedisError as exc:
+                logger.warning("lease on session %r not renewed: %s", self.session_id, exc)
+                continue
+            if not held:
+                self.lost = True
+                logger.warning("lease on session %r was lost", self.session_id)
+                return
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease if this owner still holds it."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        try:
+            await _release_script(self._store._client, (self.key,), (self.token,))
+        except rexc.RedisError as exc:  # it expires by itself
+            logger.warning("lease on session %r not released: %s", self.session_id, exc)
+
+
 class RedisStore:
-    """Conversation histories in Redis.
+    """Conversation histories in Redis (standalone or Cluster).
 
     Args:
         client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
@@ -154,6 +292,15 @@ class RedisStore:
         prefix: first part of every key; must not contain ``{`` or ``}``.
         compress_above: zlib-compress stored records larger than this many
             bytes (None: never). Reads decode either form whatever the setting.
+        distributed_lock: serialise turns on a session across processes with a
+            Redis lease (layered under the in-process lock), fenced in the commit.
+        lease_ttl: seconds a lease lives without renewal (renewed every third).
+        near_cache: how many session windows to keep in this process (0: off).
+            A cached window is revalidated by version on every load (one round
+            trip, no history transfer), so it is never stale.
+        track_sessions: keep a sorted-set index of live sessions (standalone
+            only) so that :meth:`metrics` costs O(log n) instead of a SCAN.
+        observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
 
     Commits are idempotent by turn id, so the client's own retries cannot
     duplicate a turn.
@@ -165,14 +312,18 @@ class RedisStore:
         *,
         prefix: str = "promptkit",
         compress_above: int | None = None,
+        distributed_lock: bool = False,
+        lease_ttl: float = 30.0,
+        near_cache: int = 0,
+        track_sessions: bool = True,
+        observers: Sequence[object] = (),
     ) -> None:
         if not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
                 "RedisStore needs a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
                 f"got {type(client).__name__}"
             )
-        kwargs = _connection_kwargs(client)
-        if kwargs.get("decode_responses"):
+        if _connection_kwargs(client).get("decode_responses"):
             raise ValueError(
                 "RedisStore needs a client created with decode_responses=False: "
                 "stored records are bytes (possibly compressed)"
@@ -180,11 +331,28 @@ class RedisStore:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
         check_limit("compress_above", compress_above, minimum=0)
+        check_limit("near_cache", near_cache, minimum=0)
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be positive, got {lease_ttl!r}")
         self._client = client
         self._owns_client = False
         self.prefix = prefix
         self.compress_above = compress_above
+        self.distributed_lock = distributed_lock
+        self.lease_ttl = float(lease_ttl)
+        self.cluster = isinstance(client, RedisCluster)
+        # A cross-slot index cannot be written in the same atomic step on a Cluster.
+        self._index_key: bytes | None = (
+            f"{prefix}:index".encode() if track_sessions and not self.cluster else None
+        )
+        self.near_cache = near_cache
+        self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
         self.locks = LockRegistry()
+        self.observers = Observers(observers)
+        self._load_latency = LatencyWindow()
+        self._save_latency = LatencyWindow()
         self._closed = False
 
     @classmethod
@@ -193,12 +361,11 @@ class RedisStore:
         url: str,
         *,
         cluster: bool = False,
-        prefix: str = "promptkit",
-        compress_above: int | None = None,
         socket_timeout: float | None = _DEFAULT_SOCKET_TIMEOUT,
         connect_timeout: float | None = _DEFAULT_CONNECT_TIMEOUT,
         retries: int = _DEFAULT_RETRIES,
-        **client_kwargs: Any,
+        client_options: dict[str, Any] | None = None,
+        **store_options: Any,
     ) -> RedisStore:
         """Build a store that owns its client (closed by ``aclose()``).
 
@@ -206,7 +373,8 @@ class RedisStore:
         ``cluster=True`` (or a ``redis+cluster://`` / ``rediss+cluster://`` URL)
         connects to a Redis Cluster. Timeouts and retries are explicit: a few
         quick retries with backoff, never a storm (commits are idempotent, so a
-        retry cannot duplicate a turn).
+        retry cannot duplicate a turn). ``client_options`` go to redis-py;
+        ``store_options`` (prefix, near_cache, ...) to :class:`RedisStore`.
 
         Raises:
             ValueError: the URL is not a Redis URL.
@@ -225,20 +393,18 @@ class RedisStore:
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            "retry_on_error": [rexc.ConnectionError, rexc.TimeoutError, ConnectionResetError],
-            **client_kwargs,
+            **(client_options or {}),
+            "decode_responses": False,
         }
-        options["decode_responses"] = False
         try:
             client: aioredis.Redis | RedisCluster
             if cluster:
-                options.pop("retry_on_error", None)
                 client = RedisCluster.from_url(url, **options)
             else:
                 client = aioredis.Redis.from_url(url, **options)
         except ValueError as exc:
-            raise ValueError(f"bad Redis URL {_redact(url)!r}: {exc}") from None
-        store = cls(client, prefix=prefix, compress_above=compress_above)
+            raise ValueError(f"bad Redis URL {_redact(url)!r}: {_redact(str(exc))}") from None
+        store = cls(client, **store_options)
         store._owns_client = True
         return store
 
@@ -247,9 +413,7 @@ class RedisStore:
         return self._client
 
     def __repr__(self) -> str:
-        return (
-            f"RedisStore(prefix={self.prefix!r}, cluster={isinstance(self._client, RedisCluster)})"
-        )
+        return f"RedisStore(prefix={self.prefix!r}, cluster={self.cluster})"
 
     async def __aenter__(self) -> Self:
         return self
@@ -267,8 +431,13 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        self._cache.clear()
         if self._owns_client:
             await self._client.aclose()
+
+    def add_observer(self, observer: object) -> None:
+        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks."""
+        self.observers.add(observer)
 
     def key(self, session_id: str, kind: str = _keys.HISTORY) -> bytes:
         """The Redis key holding ``session_id``'s history (or another kind of its keys)."""
@@ -283,21 +452,79 @@ class RedisStore:
         with _mapped_errors(None, "pinging"):
             await self._client.execute_command("PING")
 
+    # -- load --------------------------------------------------------------------
+
     async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
-        """The newest ``limit`` messages (all when None), oldest first; one LRANGE."""
+        """The newest ``limit`` messages (all when None), oldest first; one round trip."""
         session_id = check_session_id(session_id)
         check_limit("limit", limit, minimum=0)
         if limit == 0:
             return []
-        k = _keys.key(self.prefix, session_id, _keys.HISTORY)
-        with _mapped_errors(session_id, f"loading session {session_id!r}"):
-            raw = await self._client.execute_command("LRANGE", k, -limit if limit else 0, -1)
+        started = perf_counter()
+        try:
+            if self.near_cache:
+                messages = await self._load_cached(session_id, limit)
+            else:
+                k = _keys.key(self.prefix, session_id, _keys.HISTORY)
+                with _mapped_errors(session_id, f"loading session {session_id!r}"):
+                    raw = await self._client.execute_command(
+                        "LRANGE", k, -limit if limit else 0, -1
+                    )
+                messages = self._decode(session_id, raw, limit)
+        except Exception as exc:
+            if self.observers:
+                self.observers.error("load", session_id, exc)
+            raise
+        elapsed = perf_counter() - started
+        self._load_latency.add(elapsed)
+        if self.observers:
+            self.observers.load(session_id, elapsed, len(messages))
+        return messages
+
+    def _decode(self, session_id: str, raw: list[bytes], limit: int | None) -> list[Message]:
         windowed = limit is not None and len(raw) == limit
         return [
             # A windowed load cannot know absolute positions: count from the end.
             decode_message(item, session_id=session_id, index=i - len(raw) if windowed else i)
             for i, item in enumerate(raw)
         ]
+
+    async def _load_cached(self, session_id: str, limit: int | None) -> list[Message]:
+        entry = self._cache.get(session_id)
+        usable = entry is not None and (
+            entry.complete or (limit is not None and len(entry.messages) >= limit)
+        )
+        keys = (
+            _keys.key(self.prefix, session_id, _keys.HISTORY),
+            _keys.key(self.prefix, session_id, _keys.TURNS),
+        )
+        known = entry.version if usable and entry is not None else ""
+        with _mapped_errors(session_id, f"loading session {session_id!r}"):
+            reply = await _load_if_changed_script(
+                self._client, keys, (known, -limit if limit else 0)
+            )
+        version = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if len(reply) == 1 and entry is not None:
+            self.cache_hits += 1
+            self._cache.move_to_end(session_id)
+            window = entry.messages if limit is None else entry.messages[-limit:]
+            return list(window)
+        self.cache_misses += 1
+        messages = self._decode(session_id, list(reply[1]), limit)
+        if version:
+            complete = limit is None or len(messages) < limit
+            self._remember(session_id, _CacheEntry(version, tuple(messages), complete))
+        else:
+            self._cache.pop(session_id, None)
+        return messages
+
+    def _remember(self, session_id: str, entry: _CacheEntry) -> None:
+        self._cache[session_id] = entry
+        self._cache.move_to_end(session_id)
+        while len(self._cache) > self.near_cache:
+            self._cache.popitem(last=False)
+
+    # -- save --------------------------------------------------------------------
 
     async def append(
         self,
@@ -307,8 +534,13 @@ class RedisStore:
         max_messages: int | None = None,
         ttl: TTL = DEFAULT_TTL,
         turn_id: str | None = None,
+        fence: str | None = None,
     ) -> None:
         """Append atomically and exactly once, cap to ``max_messages``, refresh the TTL.
+
+        Args:
+            fence: a lease token; the write happens only if that lease is still
+                held (see ``distributed_lock``).
 
         Raises:
             StoreUnavailable: Redis could not be reached; nothing was written.
@@ -317,6 +549,7 @@ class RedisStore:
                 the turn is stored once or not at all.
             StoreRejected: Redis refused the write (out of memory, wrong key
                 type); nothing was written.
+            LockLost: ``fence`` is not the current lease; nothing was written.
         """
         session_id = check_session_id(session_id)
         check_limit("max_messages", max_messages)
@@ -332,14 +565,52 @@ class RedisStore:
             entries.append(encode_message(m, compress_above=compress))
         if turn_id is None:
             turn_id = secrets.token_hex(12)
-        keys = (
+        started = perf_counter()
+        try:
+            status, previous = await self._commit(
+                session_id, batch, entries, turn_id, max_messages, seconds, fence
+            )
+        except Exception as exc:
+            self._cache.pop(session_id, None)
+            if self.observers:
+                self.observers.error("save", session_id, exc)
+            raise
+        elapsed = perf_counter() - started
+        self._save_latency.add(elapsed)
+        if self.near_cache and status == 1:
+            self._advance_cache(session_id, previous, turn_id, batch, max_messages)
+        if self.observers:
+            self.observers.save(session_id, elapsed, len(batch))
+
+    async def _commit(
+        self,
+        session_id: str,
+        batch: list[Message],
+        entries: list[bytes],
+        turn_id: str,
+        max_messages: int | None,
+        seconds: float | None,
+        fence: str | None,
+    ) -> tuple[int, str]:
+        keys: tuple[bytes, ...] = (
             _keys.key(self.prefix, session_id, _keys.HISTORY),
             _keys.key(self.prefix, session_id, _keys.TURNS),
+            _keys.key(self.prefix, session_id, _keys.LEASE),
         )
+        if self._index_key is not None:
+            keys += (self._index_key,)
         ttl_ms = 0 if seconds is None else max(1, int(seconds * 1000))
-        args = (turn_id, max_messages or 0, ttl_ms, TURN_MEMORY, *entries)
+        args = (
+            turn_id,
+            max_messages or 0,
+            ttl_ms,
+            TURN_MEMORY,
+            fence or "",
+            session_id if self._index_key is not None else "",
+            *entries,
+        )
         try:
-            result = await _commit_script(self._client, keys, args)
+            reply = await _commit_script(self._client, keys, args)
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
             if _is_connect_failure(exc):
                 raise StoreUnavailable(
@@ -347,16 +618,15 @@ class RedisStore:
                     session_id=session_id,
                     unsaved=batch,
                 ) from exc
-            result = await self._resolve(session_id, keys, turn_id, batch, exc)
+            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
         except rexc.ResponseError as exc:
             text = str(exc)
-            reason = (
-                "out of memory"
-                if "OOM" in text
-                else "wrong key type"
-                if "WRONGTYPE" in text
-                else "error"
-            )
+            if "OOM" in text:
+                reason = "out of memory"
+            elif "WRONGTYPE" in text:
+                reason = "a key of this session has the wrong Redis type"
+            else:
+                reason = "error"
             raise StoreRejected(
                 f"Redis refused to save session {session_id!r} ({reason}): {text}",
                 session_id=session_id,
@@ -368,12 +638,44 @@ class RedisStore:
                 session_id=session_id,
                 unsaved=batch,
             ) from exc
-        if result == -1:
+        status = int(reply[0])
+        previous = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1] or "")
+        if status == -1:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn_id} was aborted earlier",
                 session_id=session_id,
                 unsaved=batch,
             )
+        if status == -2:
+            raise LockLost(
+                f"session {session_id!r} not saved: its distributed lease expired or was "
+                "taken over before the commit",
+                session_id=session_id,
+                unsaved=batch,
+            )
+        return status, previous
+
+    def _advance_cache(
+        self,
+        session_id: str,
+        previous: str,
+        turn_id: str,
+        batch: list[Message],
+        max_messages: int | None,
+    ) -> None:
+        """After our own commit, extend the cached window if nobody wrote in between."""
+        entry = self._cache.get(session_id)
+        if entry is None or entry.version != previous:
+            self._cache.pop(session_id, None)
+            return
+        combined = entry.messages + tuple(batch)
+        complete = entry.complete
+        if max_messages is not None and len(combined) >= max_messages:
+            combined = combined[-max_messages:]
+            complete = True  # storage was capped to exactly this
+        elif not complete:
+            combined = combined[-len(entry.messages) :] if entry.messages else combined
+        self._remember(session_id, _CacheEntry(turn_id, combined, complete))
 
     async def _resolve(
         self,
@@ -411,12 +713,48 @@ class RedisStore:
             aborted = await self._client.execute_command("ZSCORE", k, "!" + turn_id)
         return "aborted" if aborted is not None else "unknown"
 
-    async def delete(self, session_id: str) -> bool:
-        """Erase every key of the session (one DEL: they share a slot); True if it existed."""
+    # -- leases ------------------------------------------------------------------
+
+    async def acquire_lease(self, session_id: str, timeout: float | None = None) -> Lease:
+        """Take the session's Redis lease, waiting up to ``timeout`` seconds.
+
+        Raises:
+            SessionBusy: another holder kept it for the whole timeout.
+            StoreUnavailable: Redis could not be reached.
+        """
         session_id = check_session_id(session_id)
-        keys = [_keys.key(self.prefix, session_id, kind) for kind in (_keys.HISTORY, _keys.TURNS)]
+        k = _keys.key(self.prefix, session_id, _keys.LEASE)
+        token = secrets.token_hex(16)
+        ttl_ms = int(self.lease_ttl * 1000)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.005
+        while True:
+            with _mapped_errors(session_id, f"taking the lease of session {session_id!r}"):
+                got = await self._client.execute_command("SET", k, token, "NX", "PX", ttl_ms)
+            if got:
+                lease = Lease(self, session_id, k, token)
+                lease._start()
+                return lease
+            if deadline is not None and loop.time() + pause > deadline:
+                raise SessionBusy(session_id, timeout or 0.0)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    # -- erase and inspect --------------------------------------------------------
+
+    async def delete(self, session_id: str) -> bool:
+        """Erase the session's history and turn ids (one atomic step); True if it existed."""
+        session_id = check_session_id(session_id)
+        self._cache.pop(session_id, None)
+        keys: tuple[bytes, ...] = (
+            _keys.key(self.prefix, session_id, _keys.HISTORY),
+            _keys.key(self.prefix, session_id, _keys.TURNS),
+        )
+        if self._index_key is not None:
+            keys += (self._index_key,)
         with _mapped_errors(session_id, f"deleting session {session_id!r}"):
-            removed = await self._client.execute_command("DEL", *keys)
+            removed = await _delete_script(self._client, keys, (session_id,))
         return bool(removed)
 
     async def ttl(self, session_id: str) -> float | None:
@@ -459,10 +797,79 @@ class RedisStore:
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("delete_prefix needs a non-empty str prefix")
         count = 0
-        doomed = [s async for s in self.sessions(prefix)]
+        doomed = {s async for s in self.sessions(prefix)}
         for session_id in doomed:
             count += await self.delete(session_id)
         return count
+
+    async def metrics(self, *, sample: int = 200) -> StateMetrics:
+        """A snapshot for health endpoints and alerts.
+
+        On standalone Redis with ``track_sessions`` (the default) it costs two
+        round trips whatever the number of sessions: the live-session index
+        gives the count, and ``avg_history_size``/``storage_used`` come from
+        LLEN and MEMORY USAGE of a random sample of ``sample`` sessions (exact
+        when there are no more). On a Cluster, sessions are counted by SCAN over
+        every primary, which is O(total keys).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        check_limit("sample", sample)
+        with _mapped_errors(None, "reading metrics"):
+            if self._index_key is not None:
+                count, members = await _index_stats_script(
+                    self._client, (self._index_key,), (sample,)
+                )
+                ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+                active = int(count)
+            else:
+                ids = []
+                active = 0
+                async for session_id in self.sessions(""):
+                    active += 1
+                    if len(ids) < sample:
+                        ids.append(session_id)
+            lengths, sizes = await self._sizes(ids)
+        sampled = len(ids)
+        avg = sum(lengths) / sampled if sampled else 0.0
+        per_session = sum(sizes) / sampled if sampled else 0.0
+        return StateMetrics(
+            active_sessions=active,
+            avg_history_size=avg,
+            load_latency=self._load_latency.summary(),
+            save_latency=self._save_latency.summary(),
+            storage_used=int(per_session * active),
+            sampled=sampled,
+            exact=sampled == active,
+        )
+
+    async def _sizes(self, ids: list[str]) -> tuple[list[int], list[int]]:
+        if not ids:
+            return [], []
+        lengths: list[int] = []
+        sizes: list[int] = []
+        if self.cluster:  # per-key commands, routed to each key's node
+            for session_id in ids:
+                h = _keys.key(self.prefix, session_id, _keys.HISTORY)
+                t = _keys.key(self.prefix, session_id, _keys.TURNS)
+                lengths.append(int(await self._client.execute_command("LLEN", h)))
+                used = 0
+                for k in (h, t):
+                    used += int(await self._client.execute_command("MEMORY USAGE", k) or 0)
+                sizes.append(used)
+            return lengths, sizes
+        pipe = self._client.pipeline(transaction=False)
+        for session_id in ids:
+            h = _keys.key(self.prefix, session_id, _keys.HISTORY)
+            pipe.execute_command("LLEN", h)
+            pipe.execute_command("MEMORY USAGE", h)
+            pipe.execute_command("MEMORY USAGE", _keys.key(self.prefix, session_id, _keys.TURNS))
+        replies = await pipe.execute()
+        for i in range(0, len(replies), 3):
+            lengths.append(int(replies[i]))
+            sizes.append(int(replies[i + 1] or 0) + int(replies[i + 2] or 0))
+        return lengths, sizes
 
 
 def _connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
