@@ -30,6 +30,9 @@ from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._locks import LockRegistry as LockRegistry
 from ._messages import Message as Message
 from ._messages import ToolCall as ToolCall
+from ._metrics import LatencySummary as LatencySummary
+from ._metrics import Observer as Observer
+from ._metrics import StateMetrics as StateMetrics
 from ._session import ReplyStream as ReplyStream
 from ._session import Session as Session
 from ._trim import estimate_tokens as estimate_tokens
@@ -52,11 +55,13 @@ __all__ = [
     "CorruptHistory",
     "InvalidMessage",
     "InvalidSessionId",
+    "LatencySummary",
     "LockLost",
     "LockRegistry",
     "MemoryStore",
     "Message",
     "MessageTooLarge",
+    "Observer",
     "PromptKitError",
     "Provider",
     "ProviderAuthError",
@@ -73,6 +78,7 @@ __all__ = [
     "SessionError",
     "SessionSettings",
     "SessionStateError",
+    "StateMetrics",
     "Store",
     "StoreError",
     "StoreRejected",

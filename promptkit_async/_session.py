@@ -59,6 +59,10 @@ DEFAULT_MAX_TURN_BYTES = 4 << 20
 DEFAULT_COMMIT_GRACE = 10.0
 
 
+#: Lease releases still running after their session was cancelled.
+_background: set[asyncio.Future[Any]] = set()
+
+
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -124,6 +128,7 @@ class Session:
         "_commit_grace",
         "_entry",
         "_history",
+        "_lease",
         "_locks",
         "_pending",
         "_pending_bytes",
@@ -193,6 +198,7 @@ class Session:
         self._locks = _registry_for(store)
         self._state = _State.NEW
         self._entry: Any = None
+        self._lease: Any = None
         self._history: tuple[Message, ...] | None = None
         self._pending: list[Message] = []
         self._pending_bytes = 0
@@ -213,13 +219,22 @@ class Session:
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
         self._state = _State.OPEN
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         self._entry = await self._locks.acquire(self.session_id, self.lock_timeout)
         try:
+            if getattr(self.store, "distributed_lock", False):
+                left = self.lock_timeout
+                if left is not None:
+                    left = max(0.0, left - (loop.time() - started))
+                self._lease = await self.store.acquire_lease(  # type: ignore[attr-defined]
+                    self.session_id, left
+                )
             if not self.lazy:
                 await self._load()
         except BaseException:
             self._state = _State.CLOSED
-            self._release()
+            await self._release_all()
             raise
         return self
 
@@ -242,12 +257,23 @@ class Session:
                 await self._commit_after_error(exc)
         finally:
             self._state = _State.CLOSED
-            self._release()
+            await self._release_all()
 
-    def _release(self) -> None:
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            self._locks.release(self.session_id, entry)
+    async def _release_all(self) -> None:
+        """Give back the distributed lease (if any), then the in-process lock."""
+        lease, self._lease = self._lease, None
+        try:
+            if lease is not None:
+                # Its own task: a cancellation here must not leave the lease held
+                # (it would block other instances until it expires).
+                task = asyncio.ensure_future(lease.release())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+                await asyncio.shield(task)
+        finally:
+            entry, self._entry = self._entry, None
+            if entry is not None:
+                self._locks.release(self.session_id, entry)
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -391,6 +417,9 @@ class Session:
         until then keeps the next turn from loading a history that is still
         being written.
         """
+        extra: dict[str, Any] = {}
+        if self._lease is not None:
+            extra["fence"] = self._lease.token  # refused if the lease was lost
         task = asyncio.ensure_future(
             self.store.append(
                 self.session_id,
@@ -398,6 +427,7 @@ class Session:
                 max_messages=self.max_messages,
                 ttl=self.ttl,
                 turn_id=turn_id,
+                **extra,
             )
         )
         try:

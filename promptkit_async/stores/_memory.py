@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_TTL, TTL, check_limit, check_session_id, ttl_seconds
 from .._exceptions import InvalidMessage
 from .._locks import LockRegistry
 from .._messages import Message
+from .._metrics import LatencyWindow, Observers, StateMetrics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,13 +30,22 @@ __all__ = ["MemoryStore"]
 _TURN_MEMORY = 64
 
 
+def _approx_size(message: Message) -> int:
+    """Roughly the bytes the stored record takes (the text plus record framing)."""
+    size = 24 + len(message.content)
+    for call in message.tool_calls:
+        size += 12 + len(call.id) + len(call.name) + len(call.arguments)
+    return size
+
+
 class _History:
-    __slots__ = ("expires_at", "messages", "turns")
+    __slots__ = ("expires_at", "messages", "size", "turns")
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.expires_at: float | None = None
         self.turns: deque[str] = deque(maxlen=_TURN_MEMORY)
+        self.size = 0
 
 
 class MemoryStore:
@@ -43,18 +54,26 @@ class MemoryStore:
     Args:
         clock: a monotonic clock in seconds, replaceable in tests to move
             time forward without sleeping.
+        observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
     """
 
     #: Operations never suspend, so a commit cannot be interrupted half-way.
     in_process = True
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, observers: Sequence[object] = ()
+    ) -> None:
         self._clock = clock
         self._data: dict[str, _History] = {}
         # Sessions with a TTL, oldest write first: expired ones are swept from
         # the front in amortised O(1) instead of scanning every session.
         self._expiry: OrderedDict[str, None] = OrderedDict()
         self.locks = LockRegistry()
+        self.observers = Observers(observers)
+        self._load_latency = LatencyWindow()
+        self._save_latency = LatencyWindow()
+        self._messages_total = 0
+        self._bytes_total = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -82,8 +101,15 @@ class MemoryStore:
         return hist
 
     def _drop(self, session_id: str) -> None:
-        self._data.pop(session_id, None)
+        hist = self._data.pop(session_id, None)
         self._expiry.pop(session_id, None)
+        if hist is not None:
+            self._messages_total -= len(hist.messages)
+            self._bytes_total -= hist.size
+
+    def add_observer(self, observer: object) -> None:
+        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks."""
+        self.observers.add(observer)
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
@@ -98,12 +124,19 @@ class MemoryStore:
         """The newest ``limit`` messages (all when None), oldest first."""
         session_id = check_session_id(session_id)
         check_limit("limit", limit, minimum=0)
+        started = perf_counter()
         hist = self._live(session_id, self._clock())
         if hist is None:
-            return []
-        if limit is None:
-            return hist.messages.copy()
-        return hist.messages[-limit:] if limit else []
+            window: list[Message] = []
+        elif limit is None:
+            window = hist.messages.copy()
+        else:
+            window = hist.messages[-limit:] if limit else []
+        elapsed = perf_counter() - started
+        self._load_latency.add(elapsed)
+        if self.observers:
+            self.observers.load(session_id, elapsed, len(window))
+        return window
 
     async def append(
         self,
@@ -122,6 +155,7 @@ class MemoryStore:
         for i, m in enumerate(batch):
             if not isinstance(m, Message):
                 raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
+        started = perf_counter()
         now = self._clock()
         self._sweep(now)
         hist = self._live(session_id, now)
@@ -132,9 +166,16 @@ class MemoryStore:
         if turn_id is not None:
             hist.turns.append(turn_id)
         stored = hist.messages
+        added = sum(_approx_size(m) for m in batch)
         stored.extend(batch)
+        removed_count = 0
         if max_messages is not None and len(stored) > max_messages:
-            del stored[: len(stored) - max_messages]
+            removed_count = len(stored) - max_messages
+            added -= sum(_approx_size(m) for m in stored[:removed_count])
+            del stored[:removed_count]
+        hist.size += added
+        self._bytes_total += added
+        self._messages_total += len(batch) - removed_count
         if seconds is None:
             hist.expires_at = None
             self._expiry.pop(session_id, None)
@@ -142,6 +183,10 @@ class MemoryStore:
             hist.expires_at = now + seconds
             self._expiry[session_id] = None
             self._expiry.move_to_end(session_id)
+        elapsed = perf_counter() - started
+        self._save_latency.add(elapsed)
+        if self.observers:
+            self.observers.save(session_id, elapsed, len(batch))
 
     async def delete(self, session_id: str) -> bool:
         """Erase the session; True if it existed."""
@@ -180,3 +225,23 @@ class MemoryStore:
         for session_id in doomed:
             self._drop(session_id)
         return len(doomed)
+
+    async def metrics(self, *, sample: int = 200) -> StateMetrics:
+        """A snapshot in O(1) (plus sweeping what expired): exact counts, estimated bytes.
+
+        ``storage_used`` estimates the stored size (record text plus framing);
+        sessions whose TTL passed are counted until swept, which happens on
+        every write and here for uniform TTLs.
+        """
+        check_limit("sample", sample)
+        self._sweep(self._clock())
+        active = len(self._data)
+        return StateMetrics(
+            active_sessions=active,
+            avg_history_size=self._messages_total / active if active else 0.0,
+            load_latency=self._load_latency.summary(),
+            save_latency=self._save_latency.summary(),
+            storage_used=self._bytes_total,
+            sampled=active,
+            exact=True,
+        )

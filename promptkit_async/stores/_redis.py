@@ -353,6 +353,7 @@ class RedisStore:
         self.observers = Observers(observers)
         self._load_latency = LatencyWindow()
         self._save_latency = LatencyWindow()
+        self._memory_usage = True
         self._closed = False
 
     @classmethod
@@ -511,11 +512,10 @@ class RedisStore:
             return list(window)
         self.cache_misses += 1
         messages = self._decode(session_id, list(reply[1]), limit)
-        if version:
-            complete = limit is None or len(messages) < limit
-            self._remember(session_id, _CacheEntry(version, tuple(messages), complete))
-        else:
-            self._cache.pop(session_id, None)
+        # An absent session is cached too (version ''): the script never calls ''
+        # current, but our own next commit can extend it.
+        complete = limit is None or len(messages) < limit
+        self._remember(session_id, _CacheEntry(version, tuple(messages), complete))
         return messages
 
     def _remember(self, session_id: str, entry: _CacheEntry) -> None:
@@ -845,31 +845,26 @@ class RedisStore:
         )
 
     async def _sizes(self, ids: list[str]) -> tuple[list[int], list[int]]:
-        if not ids:
-            return [], []
+        """LLEN and bytes used of each sampled session (MEMORY USAGE, or summed records)."""
         lengths: list[int] = []
         sizes: list[int] = []
-        if self.cluster:  # per-key commands, routed to each key's node
-            for session_id in ids:
-                h = _keys.key(self.prefix, session_id, _keys.HISTORY)
-                t = _keys.key(self.prefix, session_id, _keys.TURNS)
-                lengths.append(int(await self._client.execute_command("LLEN", h)))
-                used = 0
-                for k in (h, t):
-                    used += int(await self._client.execute_command("MEMORY USAGE", k) or 0)
-                sizes.append(used)
-            return lengths, sizes
-        pipe = self._client.pipeline(transaction=False)
         for session_id in ids:
             h = _keys.key(self.prefix, session_id, _keys.HISTORY)
-            pipe.execute_command("LLEN", h)
-            pipe.execute_command("MEMORY USAGE", h)
-            pipe.execute_command("MEMORY USAGE", _keys.key(self.prefix, session_id, _keys.TURNS))
-        replies = await pipe.execute()
-        for i in range(0, len(replies), 3):
-            lengths.append(int(replies[i]))
-            sizes.append(int(replies[i + 1] or 0) + int(replies[i + 2] or 0))
+            t = _keys.key(self.prefix, session_id, _keys.TURNS)
+            lengths.append(int(await self._client.execute_command("LLEN", h)))
+            sizes.append(await self._bytes_used(h) + await self._bytes_used(t))
         return lengths, sizes
+
+    async def _bytes_used(self, key: bytes) -> int:
+        if self._memory_usage:
+            try:
+                return int(await self._client.execute_command("MEMORY USAGE", key) or 0)
+            except rexc.ResponseError:  # servers that disable or lack MEMORY
+                self._memory_usage = False
+        if key.endswith(b":h"):
+            records = await self._client.execute_command("LRANGE", key, 0, -1)
+            return sum(len(r) for r in records)
+        return 0
 
 
 def _connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
