@@ -37,8 +37,11 @@ from ._session import ReplyStream as ReplyStream
 from ._session import Session as Session
 from ._trim import estimate_tokens as estimate_tokens
 from ._trim import trim as trim
+from .providers import AnthropicProvider as AnthropicProvider
+from .providers import OpenAIProvider as OpenAIProvider
 from .providers import Provider as Provider
 from .providers import ReplyDone as ReplyDone
+from .providers import ScriptedProvider as ScriptedProvider
 from .providers import StreamEvent as StreamEvent
 from .providers import TextDelta as TextDelta
 from .stores import MemoryStore as MemoryStore
@@ -48,6 +51,7 @@ from .stores import Store as Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnthropicProvider",
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_TTL",
     "CommitOutcomeUnknown",
@@ -62,6 +66,7 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "Observer",
+    "OpenAIProvider",
     "PromptKitError",
     "Provider",
     "ProviderAuthError",
@@ -73,6 +78,7 @@ __all__ = [
     "RedisStore",
     "ReplyDone",
     "ReplyStream",
+    "ScriptedProvider",
     "Session",
     "SessionBusy",
     "SessionError",
