@@ -199,6 +199,14 @@ def _is_connect_failure(exc: BaseException) -> bool:
     return isinstance(exc.__context__, ConnectionRefusedError)
 
 
+def _client_retries(client: aioredis.Redis | RedisCluster) -> int:
+    """How many times the client re-sends a failed command by itself (-1: forever)."""
+    retry = client.retry if isinstance(client, RedisCluster) else client.get_retry()
+    if retry is None:
+        return 1 if _connection_kwargs(client).get("retry_on_error") else 0
+    return retry.get_retries()
+
+
 @contextlib.contextmanager
 def _mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
     try:
@@ -612,7 +620,10 @@ class RedisStore:
         try:
             reply = await _commit_script(self._client, keys, args)
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            if _is_connect_failure(exc):
+            # The error describes the client's last attempt only: after its own
+            # retries, an earlier attempt may have run with its reply lost, so
+            # only a single attempt that failed to connect proves nothing ran.
+            if _is_connect_failure(exc) and _client_retries(self._client) == 0:
                 raise StoreUnavailable(
                     f"Redis unavailable, session {session_id!r} not saved: {exc}",
                     session_id=session_id,
