@@ -221,7 +221,11 @@ class Session:
         self._state = _State.OPEN
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._entry = await self._locks.acquire(self.session_id, self.lock_timeout)
+        try:
+            self._entry = await self._locks.acquire(self.session_id, self.lock_timeout)
+        except BaseException:
+            self._state = _State.CLOSED
+            raise
         try:
             if getattr(self.store, "distributed_lock", False):
                 left = self.lock_timeout
