@@ -632,7 +632,8 @@ class RedisStore:
             reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
         except rexc.ResponseError as exc:
             text = str(exc)
-            if "OOM" in text:
+            # redis-py strips the OOM code from the message of OutOfMemoryError.
+            if isinstance(exc, rexc.OutOfMemoryError) or "OOM" in text:
                 reason = "out of memory"
             elif "WRONGTYPE" in text:
                 reason = "a key of this session has the wrong Redis type"
