@@ -4,6 +4,10 @@ The real server is, in order: ``$REDIS_URL``; 127.0.0.1:6379 if it answers; a
 ``redis-server`` from PATH started on a free port in a temporary directory.
 Failing all three, Redis tests are skipped with a loud reason, unless
 ``PROMPTKIT_REQUIRE_REDIS=1``, in which case they fail.
+
+The ``cluster`` store runs the same contract on a real 3-primary Redis Cluster
+started from ``redis-server`` for the test session (see ``tests/cluster.py``),
+with the same skip-or-fail rule.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from promptkit_async import MemoryStore, RedisStore
 
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from promptkit_async.stores import Store
+
+    from .cluster import ClusterServers
 
 REQUIRE_REDIS = os.environ.get("PROMPTKIT_REQUIRE_REDIS") == "1"
 
@@ -124,13 +131,10 @@ def redis_url() -> Iterator[str]:
         finally:
             server.stop()
         return
-    reason = (
+    skip_or_fail(
         "NO REAL REDIS: set REDIS_URL, run Redis on 127.0.0.1:6379 or put redis-server on "
         "PATH; Redis behaviour is untested in this run"
     )
-    if REQUIRE_REDIS:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -139,7 +143,37 @@ def prefix() -> str:
     return f"pktest-{uuid.uuid4().hex[:12]}"
 
 
-async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+def skip_or_fail(reason: str) -> None:
+    """Skip loudly, or fail when real servers are required (PROMPTKIT_REQUIRE_REDIS=1)."""
+    if REQUIRE_REDIS:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterServers]:
+    """A real 3-primary Redis Cluster on loopback ports, for the whole test session."""
+    from .cluster import ClusterServers, cluster_unavailable_reason
+
+    missing = cluster_unavailable_reason()
+    if missing is not None:
+        skip_or_fail(f"NO REDIS CLUSTER: {missing}; Redis Cluster behaviour is untested")
+    cluster = ClusterServers(3)
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        skip_or_fail(f"NO REDIS CLUSTER: could not start one ({exc}); Cluster is untested")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cluster_client(cluster: ClusterServers, **kwargs: object) -> RedisCluster:
+    return RedisCluster(host="127.0.0.1", port=cluster.ports[0], **kwargs)  # type: ignore[arg-type]
+
+
+async def _delete_prefix(client: aioredis.Redis | RedisCluster, prefix: str) -> None:
     async for k in client.scan_iter(match=f"{prefix}:*", count=1000):
         await client.delete(k)
 
@@ -161,16 +195,19 @@ async def _make_fakeredis() -> aioredis.Redis:
     return client
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Store]:
-    """The same contract, on MemoryStore, fakeredis and a real Redis server."""
+    """The same contract, on MemoryStore, fakeredis, a real Redis server and a real Cluster."""
     kind: str = request.param
     if kind == "memory":
         async with MemoryStore() as mem:
             yield mem
         return
+    client: aioredis.Redis | RedisCluster
     if kind == "fakeredis":
         client = await _make_fakeredis()
+    elif kind == "cluster":
+        client = cluster_client(request.getfixturevalue("redis_cluster"))
     else:
         url: str = request.getfixturevalue("redis_url")
         client = aioredis.Redis.from_url(url)
@@ -188,11 +225,35 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-def raw_client(store: Store) -> aioredis.Redis:
+def raw_client(store: Store) -> aioredis.Redis | RedisCluster:
+    """The Redis client under a RedisStore: a plain client or a Cluster client."""
     assert isinstance(store, RedisStore)
     client = store.client
-    assert isinstance(client, aioredis.Redis)
+    assert isinstance(client, (aioredis.Redis, RedisCluster))
     return client
+
+
+async def assert_pool_clean(client: aioredis.Redis | RedisCluster) -> None:
+    """No connection is checked out of the pool, and none holds unread reply data.
+
+    A connection given back with a reply still unread would hand that reply to
+    the next caller (CVE-2023-28858/28859).
+    """
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            free = list(node._free)
+            busy = [c for c in node._connections if c not in free]
+            assert not busy, f"{len(busy)} connection(s) still in use on {node.name}"
+            for conn in free:
+                if conn.is_connected:
+                    assert not await conn.can_read(), f"unread data on a {node.name} connection"
+        return
+    pool = client.connection_pool
+    in_use = list(pool._in_use_connections)
+    assert not in_use, f"{len(in_use)} connection(s) still checked out of the pool"
+    for idle in list(pool._available_connections):
+        if idle.is_connected:
+            assert not await idle.can_read(), "an idle pooled connection holds unread data"
 
 
 async def wait_until(predicate: object, timeout: float = 5.0) -> None:

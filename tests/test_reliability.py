@@ -1,0 +1,379 @@
+"""Redis faults, injected for real: lost replies, client retries, outages, restarts, AOF, OOM.
+
+Faults on the wire go through :class:`tests.faults.FaultProxy` in front of the
+shared test server; faults of the server itself (kill -9, restart, maxmemory)
+use a ``redis-server`` spawned for the test. The invariant everywhere: a turn
+reported as saved is stored exactly once; a turn reported as not saved
+(``StoreUnavailable`` that is not ``CommitOutcomeUnknown``) is not stored; a
+turn whose outcome is unknown is stored at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+from promptkit_async import (
+    CommitOutcomeUnknown,
+    Conversations,
+    Message,
+    RedisStore,
+    Session,
+    StoreRejected,
+    StoreUnavailable,
+)
+
+from .conftest import RedisServer, assert_pool_clean, skip_or_fail, wait_until
+from .faults import FaultProxy
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+pytestmark = pytest.mark.redis
+
+#: Matches the commit script call on the wire (loads use LRANGE, nothing else uses EVALSHA
+#: once the scripts are cached by a warm-up commit).
+COMMIT = b"EVALSHA"
+
+
+def u(text: str) -> Message:
+    return Message.user(text)
+
+
+def a(text: str) -> Message:
+    return Message.assistant(text)
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[FaultProxy]:
+    parts = urlsplit(redis_url)
+    async with FaultProxy(parts.port or 6379, upstream_host=parts.hostname or "127.0.0.1") as p:
+        yield p
+
+
+def through(proxy: FaultProxy, redis_url: str) -> str:
+    """``redis_url`` (same db, same credentials) routed through the proxy."""
+    parts = urlsplit(redis_url)
+    netloc = parts.netloc.rpartition("@")
+    auth = netloc[0] + "@" if netloc[0] else ""
+    return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", parts.path, "", ""))
+
+
+@pytest.fixture
+async def truth(redis_client: aioredis.Redis, prefix: str) -> RedisStore:
+    """A store on a direct connection (no proxy), to read what really is in Redis."""
+    return RedisStore(redis_client, prefix=prefix)
+
+
+async def contents(store: RedisStore, session_id: str) -> list[str]:
+    return [m.content for m in await store.load(session_id)]
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[..., RedisServer]]:
+    """Factory of spawned redis-server processes, all killed at teardown."""
+    spawned: list[RedisServer] = []
+
+    def spawn(*args: str) -> RedisServer:
+        srv = RedisServer(*args)
+        spawned.append(srv)
+        try:
+            return srv.start()
+        except (RuntimeError, OSError) as exc:
+            skip_or_fail(f"NO REDIS SERVER to spawn ({exc}); this fault is untested")
+            raise
+
+    try:
+        yield spawn
+    finally:
+        for srv in spawned:
+            srv.stop()
+
+
+# -- lost replies ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_lost_commit_reply_is_settled_and_applied_once(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore, retries: int
+) -> None:
+    async with RedisStore.from_url(
+        through(proxy, redis_url), prefix=prefix, retries=retries
+    ) as store:
+        await store.append("s", [u("warm-up")], turn_id="t0")
+        sent = proxy.count(COMMIT)
+        proxy.drop_reply(COMMIT)
+        await store.append("s", [u("q"), a("r")], turn_id="t1")  # no error: settled
+        assert proxy.dropped_replies == 1
+        assert await contents(truth, "s") == ["warm-up", "q", "r"]
+        assert await store.turn_status("s", "t1") == "applied"
+        if retries:
+            # redis-py itself re-sent the commit after the lost reply: applied once.
+            assert proxy.count(COMMIT) - sent == 2
+        await store.append("s", [u("q"), a("r")], turn_id="t1")  # an explicit re-send
+        assert await contents(truth, "s") == ["warm-up", "q", "r"]
+        await assert_pool_clean(store.client)
+
+
+async def test_default_client_retries_never_duplicate_a_session_turn(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    # A user-supplied client with redis-py's own default retry policy.
+    client = aioredis.Redis.from_url(through(proxy, redis_url))
+    try:
+        store = RedisStore(client, prefix=prefix)
+        await store.append("warm", [u("x")])
+        for i in range(3):
+            proxy.drop_reply(COMMIT)
+            async with Session(store, "s", max_messages=None) as s:
+                s.add(u(f"q{i}"), a(f"a{i}"))
+            assert proxy.reply_dropped.is_set()
+        chats = Conversations(store, owns=False)
+        proxy.drop_reply(COMMIT)
+        assert await chats.execute("s", "system", "logged in") is None
+        assert await contents(truth, "s") == ["q0", "a0", "q1", "a1", "q2", "a2", "logged in"]
+        assert proxy.dropped_replies == 4
+        await assert_pool_clean(client)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+@pytest.mark.parametrize("after", ["blackhole", "refuse"])
+async def test_unresolvable_lost_reply_is_commit_outcome_unknown(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore, retries: int, after: str
+) -> None:
+    async with RedisStore.from_url(
+        through(proxy, redis_url),
+        prefix=prefix,
+        retries=retries,
+        socket_timeout=0.3,
+        connect_timeout=0.3,
+    ) as store:
+        await store.append("s", [u("warm-up")], turn_id="t0")
+        # The commit runs, its reply is lost, and Redis is unreachable right after,
+        # for the client's own retries as well as for the check by turn id.
+        proxy.drop_reply(COMMIT, then=proxy.blackhole if after == "blackhole" else proxy.refuse_now)
+        batch = [u("q"), a("r")]
+        started = time.monotonic()
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            await store.append("s", batch, turn_id="t1")
+        assert time.monotonic() - started < 15  # bounded by the timeouts and retries
+        err = info.value
+        assert isinstance(err, StoreUnavailable)
+        assert err.turn_id == "t1"
+        assert err.session_id == "s"
+        assert err.unsaved == tuple(batch)
+        assert "t1" in str(err)
+        proxy.heal()
+        await proxy.accept()
+        # The server did run it: stored once (never twice), and checkable later.
+        assert await contents(truth, "s") == ["warm-up", "q", "r"]
+        assert await store.turn_status("s", "t1") == "applied"
+        await store.append("s", batch, turn_id="t1")  # retrying the same turn is safe
+        assert await contents(truth, "s") == ["warm-up", "q", "r"]
+
+
+async def test_commit_that_never_arrived_is_settled_as_not_saved(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with RedisStore.from_url(through(proxy, redis_url), prefix=prefix, retries=0) as store:
+        await store.append("s", [u("warm-up")], turn_id="t0")
+        proxy.drop_request(COMMIT)  # the connection is cut before the command is passed on
+        with pytest.raises(StoreUnavailable) as info:
+            await store.append("s", [u("lost")], turn_id="t1")
+        assert not isinstance(info.value, CommitOutcomeUnknown)
+        assert info.value.unsaved == (u("lost"),)
+        assert await contents(truth, "s") == ["warm-up"]
+        assert await store.turn_status("s", "t1") == "aborted"
+        # A copy of that commit arriving later can never apply.
+        with pytest.raises(StoreUnavailable, match="aborted"):
+            await store.append("s", [u("lost")], turn_id="t1")
+        assert await contents(truth, "s") == ["warm-up"]
+
+
+async def test_late_copy_of_a_settled_commit_never_applies(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with RedisStore.from_url(
+        through(proxy, redis_url), prefix=prefix, retries=0, socket_timeout=0.3
+    ) as store:
+        await store.append("s", [u("warm-up")], turn_id="t0")
+        # Hold the commit (it carries the message text; the check by turn id does not)
+        # in the network past the client's timeout.
+        proxy.request_delay = 1.0
+        proxy.delay_match = b"late-copy"
+        with pytest.raises(StoreUnavailable) as info:
+            await store.append("s", [u("late-copy")], turn_id="t1")
+        # The check ran first and fenced the turn: a definite "not saved".
+        assert not isinstance(info.value, CommitOutcomeUnknown)
+        assert await store.turn_status("s", "t1") == "aborted"
+        answered = len(proxy.replies)
+        await wait_until(lambda: any(b"late-copy" in c for c in proxy.forwarded))
+        await wait_until(lambda: len(proxy.replies) > answered)  # Redis ran the late copy
+        assert await contents(truth, "s") == ["warm-up"]
+
+
+# -- outages -----------------------------------------------------------------------------
+
+
+async def test_refused_connection_is_store_unavailable_quickly(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with RedisStore.from_url(through(proxy, redis_url), prefix=prefix) as store:
+        await store.append("s", [u("before")])
+        await proxy.refuse()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            async with Session(store, "s"):
+                pass
+        with pytest.raises(StoreUnavailable) as info:
+            async with Session(store, "s", lazy=True) as s:
+                s.add(u("q"), a("r"))
+        assert time.monotonic() - started < 10  # default timeouts: a few quick retries
+        assert info.value.unsaved == (u("q"), a("r"))
+        assert info.value.session_id == "s"
+        assert len(store.locks) == 0
+        await proxy.accept()
+        assert await contents(truth, "s") == ["before"]
+        # The same store object works again as soon as Redis is reachable.
+        async with Session(store, "s") as s:
+            s.add(u("after"))
+        assert await contents(truth, "s") == ["before", "after"]
+        await assert_pool_clean(store.client)
+
+
+async def test_blackholed_redis_is_store_unavailable_within_the_timeouts(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with RedisStore.from_url(
+        through(proxy, redis_url),
+        prefix=prefix,
+        socket_timeout=0.3,
+        connect_timeout=0.3,
+        retries=1,
+    ) as store:
+        await store.append("s", [u("before")])
+        proxy.blackhole()  # connections are accepted, nothing is ever answered
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.load("s")
+        with pytest.raises(StoreUnavailable) as info:
+            async with Session(store, "s", lazy=True) as s:
+                s.add(u("q"))
+        assert time.monotonic() - started < 15
+        assert info.value.unsaved == (u("q"),)
+        proxy.heal()
+        # Nothing arrived, so nothing is stored (unknown outcome means "at most once").
+        assert await contents(truth, "s") == ["before"]
+        async with Session(store, "s") as s:
+            s.add(u("after"))
+        assert await contents(truth, "s") == ["before", "after"]
+
+
+async def test_same_store_recovers_after_a_redis_restart(
+    server: Callable[..., RedisServer], prefix: str
+) -> None:
+    srv = server()
+    async with RedisStore.from_url(
+        srv.url, prefix=prefix, socket_timeout=1, connect_timeout=1
+    ) as store:
+        async with Session(store, "s") as s:
+            s.add(u("one"))
+        srv.kill()
+        with pytest.raises(StoreUnavailable) as info:
+            async with Session(store, "s", lazy=True) as s:
+                s.add(u("two"))
+        assert info.value.unsaved == (u("two"),)
+        srv.start()  # same port; this server keeps no data across restarts
+        async with Session(store, "s") as s:
+            assert s.history == ()
+            s.add(u("three"))
+        assert await contents(store, "s") == ["three"]
+        await assert_pool_clean(store.client)
+
+
+async def test_aof_always_keeps_every_acknowledged_turn_across_kill_9(
+    server: Callable[..., RedisServer], prefix: str
+) -> None:
+    srv = server("--appendonly", "yes", "--appendfsync", "always")
+    acked: dict[str, list[str]] = {}
+    failed: set[str] = set()
+    unknown: set[str] = set()
+    in_flight = asyncio.Event()
+
+    async def writer(store: RedisStore, sid: str) -> None:
+        acked[sid] = []
+        for i in range(10_000):
+            turn = f"{sid}-{i}"
+            try:
+                in_flight.set()
+                await store.append(sid, [u(turn)], max_messages=None, turn_id=turn)
+            except CommitOutcomeUnknown:
+                unknown.add(turn)
+                return
+            except StoreUnavailable:
+                failed.add(turn)
+                return
+            acked[sid].append(turn)
+
+    async with RedisStore.from_url(
+        srv.url, prefix=prefix, retries=0, socket_timeout=1, connect_timeout=1
+    ) as store:
+        tasks = [asyncio.create_task(writer(store, f"s{k}")) for k in range(4)]
+        await in_flight.wait()
+        await wait_until(lambda: sum(map(len, acked.values())) >= 40)
+        srv.kill()  # SIGKILL with commits in flight
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        srv.start()
+        total = 0
+        for sid, turns in acked.items():
+            stored = await contents(store, sid)
+            assert stored[: len(turns)] == turns, sid  # every acknowledged turn, in order
+            extra = stored[len(turns) :]
+            assert len(extra) <= 1 and set(extra) <= unknown, (sid, extra)
+            assert not set(stored) & failed
+            total += len(turns)
+        assert total >= 40
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+async def test_out_of_memory_is_store_rejected_and_writes_nothing(
+    server: Callable[..., RedisServer], prefix: str
+) -> None:
+    srv = server("--maxmemory-policy", "noeviction")
+    admin = aioredis.Redis.from_url(srv.url)
+    try:
+        async with RedisStore.from_url(srv.url, prefix=prefix) as store:
+            async with Session(store, "s") as s:
+                s.add(u("kept"))
+            h, t = store.key("s"), store.key("s", "t")
+            before = (await admin.dump(h), await admin.dump(t))
+            await admin.config_set("maxmemory", "1")  # every write is now refused
+            with pytest.raises(StoreRejected, match="out of memory") as info:
+                async with Session(store, "s", max_messages=None) as s:
+                    s.add(u("q"), a("r"))
+            assert info.value.unsaved == (u("q"), a("r"))
+            big = [u(f"m{i}") for i in range(1200)]  # more than one RPUSH inside the script
+            with pytest.raises(StoreRejected):
+                await store.append("s", big, max_messages=None, turn_id="big")
+            with pytest.raises(StoreRejected):
+                await store.append("new", [u("x")])
+            assert (await admin.dump(h), await admin.dump(t)) == before
+            assert not await admin.exists(store.key("new"), store.key("new", "t"))
+            assert await store.turn_status("s", "big") == "unknown"
+            assert len(store.locks) == 0
+            await admin.config_set("maxmemory", "0")
+            async with Session(store, "s", max_messages=None) as s:
+                assert [m.content for m in s.history] == ["kept"]
+                s.add(u("after"))
+            assert await contents(store, "s") == ["kept", "after"]
+    finally:
+        await admin.aclose()
