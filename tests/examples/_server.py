@@ -1,0 +1,52 @@
+"""Serve an ASGI app with a real uvicorn server on a free loopback port, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+
+class ServerThread:
+    """uvicorn on 127.0.0.1, with its own event loop in a daemon thread.
+
+    The socket is bound before the server starts, so there is no race for the
+    port; ``stop()`` asks for a graceful shutdown (lifespan shutdown runs).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            app, lifespan="on", ws="none", log_level="warning", timeout_graceful_shutdown=5
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("uvicorn exited during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+        if self._thread.is_alive():
+            raise RuntimeError("uvicorn did not stop within 10 s")

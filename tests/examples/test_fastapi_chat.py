@@ -1,0 +1,635 @@
+"""examples/fastapi_chat.py under a real uvicorn server, driven over loopback HTTP by httpx.
+
+Every test runs the app in uvicorn (a thread, or the documented ``uvicorn
+fastapi_chat:app`` command in a subprocess) and talks to it over 127.0.0.1,
+on the in-memory store and on a real Redis server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+pytest.importorskip("starlette", reason="the examples extra is not installed")
+pytest.importorskip("uvicorn", reason="the examples extra is not installed")
+
+import httpx
+import redis
+from starlette.requests import ClientDisconnect
+
+from examples.fastapi_chat import (
+    MAX_BODY_BYTES,
+    create_app,
+    provider_from_env,
+    store_from_env,
+)
+from promptkit_async import (
+    Conversations,
+    MemoryStore,
+    ProviderError,
+    ProviderStreamError,
+    RedisStore,
+    TextDelta,
+)
+from promptkit_async.providers import (
+    AnthropicProvider,
+    OpenAIProvider,
+    ScriptedProvider,
+)
+
+from ..conftest import free_port, wait_until
+from ..providers._fakeapi import FakeAPI, Script
+from ._server import ServerThread
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+
+    from promptkit_async import Message, Provider, Store, StreamEvent
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SLOW_WORDS = 500
+
+
+def _reply(messages: Sequence[Message]) -> str:
+    """Names the question and how much history came with it; "slow..." gets a long reply."""
+    question = messages[-1].content
+    if question.startswith("slow"):
+        return " ".join(f"w{i}" for i in range(SLOW_WORDS))
+    return f"re[{question}] after {len(messages) - 1}"
+
+
+def scripted(delay: float = 0.0) -> ScriptedProvider:
+    return ScriptedProvider([_reply] * 10_000, delay=delay)
+
+
+def _delete_keys(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest, prefix: str) -> Iterator[Callable[[], Store]]:
+    """Builds the app's store the way the app does: from REDIS_URL and PROMPTKIT_PREFIX."""
+    if request.param == "memory":
+        yield lambda: store_from_env({})
+        return
+    url: str = request.getfixturevalue("redis_url")
+    try:
+        yield lambda: store_from_env({"REDIS_URL": url, "PROMPTKIT_PREFIX": prefix})
+    finally:
+        _delete_keys(url, prefix)
+
+
+class Served:
+    """A running server and the Conversations its lifespan created."""
+
+    def __init__(self, thread: ServerThread, holder: list[Conversations]) -> None:
+        self.thread = thread
+        self.url = thread.url
+        self._holder = holder
+
+    @property
+    def chats(self) -> Conversations:
+        return self._holder[0]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    """Start the example app under uvicorn; every server is stopped at teardown."""
+    threads: list[ServerThread] = []
+
+    def start(
+        store: Callable[[], Store] = MemoryStore,
+        provider: Callable[[], Provider] = scripted,
+        **settings: Any,
+    ) -> Served:
+        holder: list[Conversations] = []
+
+        def make() -> Conversations:
+            chats = Conversations(store(), provider=provider(), **settings)
+            holder.append(chats)
+            return chats
+
+        thread = ServerThread(create_app(make)).start()
+        threads.append(thread)
+        return Served(thread, holder)
+
+    try:
+        yield start
+    finally:
+        for thread in threads:
+            thread.stop()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[ServerThread]:
+    """One server for the tests of refused requests, which change nothing."""
+    thread = ServerThread(create_app(lambda: Conversations(MemoryStore(), provider=scripted())))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c
+
+
+async def events_of(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Parse the example's SSE frames (one ``event:`` and one ``data:`` line each)."""
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])
+
+
+async def turn(client: httpx.AsyncClient, url: str, content: str) -> list[tuple[str, Any]]:
+    """POST one message and collect every event of the reply."""
+    async with client.stream("POST", url, json={"content": content}) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return [e async for e in events_of(r)]
+
+
+def reply_of(events: list[tuple[str, Any]]) -> str:
+    """The done event's message, after checking the deltas add up to it."""
+    assert events[-1][0] == "done", events[-1]
+    message = events[-1][1]["message"]
+    assert message["role"] == "assistant"
+    assert "".join(d["text"] for kind, d in events[:-1] if kind == "delta") == message["content"]
+    assert all(kind == "delta" for kind, _ in events[:-1])
+    content: str = message["content"]
+    return content
+
+
+async def history(client: httpx.AsyncClient, base: str, session_id: str) -> list[dict[str, Any]]:
+    r = await client.get(f"{base}/sessions/{session_id}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["session_id"] == session_id
+    messages: list[dict[str, Any]] = body["messages"]
+    return messages
+
+
+def assert_error(r: httpx.Response, status: int, code: str, *words: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["error"] == code, body
+    for word in words:
+        assert word in body["message"], body
+
+
+# -- turns ---------------------------------------------------------------------------
+
+
+async def test_two_turns_remember_then_delete(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    url = f"{srv.url}/sessions/ada/messages"
+    assert reply_of(await turn(client, url, "My name is Ada")) == "re[My name is Ada] after 0"
+    # The second turn was sent the first one: the session remembered it.
+    assert reply_of(await turn(client, url, "Who am I?")) == "re[Who am I?] after 2"
+    assert await history(client, srv.url, "ada") == [
+        {"role": "user", "content": "My name is Ada"},
+        {"role": "assistant", "content": "re[My name is Ada] after 0"},
+        {"role": "user", "content": "Who am I?"},
+        {"role": "assistant", "content": "re[Who am I?] after 2"},
+    ]
+    r = await client.delete(f"{srv.url}/sessions/ada")
+    assert r.json() == {"session_id": "ada", "deleted": True}
+    assert await history(client, srv.url, "ada") == []
+    r = await client.delete(f"{srv.url}/sessions/ada")
+    assert r.json() == {"session_id": "ada", "deleted": False}
+
+
+async def test_ids_with_unusual_characters(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    session_id = "user {42} * ? [x] %25 é"
+    path = "/sessions/" + urllib.parse.quote(session_id, safe="")
+    assert reply_of(await turn(client, f"{srv.url}{path}/messages", "hi")) == "re[hi] after 0"
+    r = await client.get(f"{srv.url}{path}")
+    assert r.json()["session_id"] == session_id
+    assert len(r.json()["messages"]) == 2
+    long_id = "x" * 4096  # the library's limit, accepted
+    assert reply_of(await turn(client, f"{srv.url}/sessions/{long_id}/messages", "hi"))
+
+
+async def test_concurrent_turns_on_one_session_are_serialized(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store, lambda: scripted(delay=0.002))
+    url = f"{srv.url}/sessions/busy/messages"
+    questions = [f"q{i}" for i in range(8)]
+    replies = await asyncio.gather(*(turn(client, url, q) for q in questions))
+    assert [reply_of(r).split("]")[0] for r in replies] == [f"re[{q}" for q in questions]
+    messages = await history(client, srv.url, "busy")
+    assert len(messages) == 2 * len(questions)  # none lost
+    assert sorted(m["content"] for m in messages[::2]) == questions
+    for i in range(0, len(messages), 2):
+        user, assistant = messages[i], messages[i + 1]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        # Adjacent pairs, and each turn saw every earlier one: they ran in turn.
+        assert assistant["content"] == f"re[{user['content']}] after {i}"
+    assert len(srv.chats.store.locks) == 0  # type: ignore[attr-defined]
+
+
+# -- disconnects and a busy session ------------------------------------------------
+
+
+async def _read_deltas(events: AsyncIterator[tuple[str, Any]], count: int) -> None:
+    """Read ``count`` delta events, keeping ``events`` open.
+
+    (Breaking out of an ``async for`` instead would leave the generator to the
+    garbage collector, whose ``aclose`` closes the HTTP connection: a
+    disconnect the test did not ask for.)
+    """
+    for _ in range(count):
+        kind, _data = await events.__anext__()
+        assert kind == "delta"
+
+
+async def test_client_disconnect_mid_stream_writes_nothing_and_frees_the_lock(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    # The slow reply would stream for 500 * 0.02 = 10 s; a lock still held after
+    # the disconnect would make the next turn fail with 429 after 2 s.
+    srv = serve(make_store, lambda: scripted(delay=0.02), lock_timeout=2)
+    url = f"{srv.url}/sessions/gone/messages"
+    async with client.stream("POST", url, json={"content": "slow, please"}) as r:
+        assert r.status_code == 200
+        events = events_of(r)
+        await _read_deltas(events, 3)
+        # Leaving the block closes the connection mid-stream.
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as other:
+        assert reply_of(await turn(other, url, "next")) == "re[next] after 0"
+    assert time.monotonic() - started < 5
+    assert await history(client, srv.url, "gone") == [
+        {"role": "user", "content": "next"},
+        {"role": "assistant", "content": "re[next] after 0"},
+    ]
+    assert len(srv.chats.store.locks) == 0  # type: ignore[attr-defined]
+
+
+class _Flood:
+    """Replies to "flood" with megabyte pieces, faster than a client reads; else scripted."""
+
+    def __init__(self) -> None:
+        self._scripted = scripted()
+
+    async def stream_reply(
+        self, messages: Sequence[Message], *, system: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        if messages[-1].content != "flood":
+            async for event in self._scripted.stream_reply(messages, system=system):
+                yield event
+            return
+        for _ in range(200):
+            await asyncio.sleep(0)  # like a real provider, which awaits the network
+            yield TextDelta("x" * 1_000_000)
+        raise AssertionError("the flood was read to the end")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_disconnect_while_the_server_waits_to_send(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    """The client stops reading, so the server blocks in send() (TCP flow control)
+    with the turn suspended at a yield; then the client goes away. Starlette's
+    cancellation lands in send(), not in the turn: the response must close the
+    turn itself for the lock to be freed at once."""
+    srv = serve(provider=_Flood, lock_timeout=2)
+    url = f"{srv.url}/sessions/flood/messages"
+    async with client.stream("POST", url, json={"content": "flood"}) as r:
+        events = events_of(r)
+        await _read_deltas(events, 1)
+        await asyncio.sleep(0.3)  # the socket buffers fill up; send() blocks
+    await wait_until(lambda: len(srv.chats.store.locks) == 0, timeout=3)  # type: ignore[attr-defined]
+    assert reply_of(await turn(client, url, "next")) == "re[next] after 0"
+    assert await history(client, srv.url, "flood") == [
+        {"role": "user", "content": "next"},
+        {"role": "assistant", "content": "re[next] after 0"},
+    ]
+
+
+async def test_send_failure_under_asgi_2_4_closes_the_turn_at_once() -> None:
+    """ASGI spec 2.4 servers report a gone client by raising OSError from send();
+    Starlette then abandons the body iterator. The turn must still end at once
+    (lock free, nothing written), not whenever the generator is collected."""
+    chats = Conversations(MemoryStore(), provider=scripted(), lock_timeout=1)
+    application = create_app(lambda: chats)
+    application.state.chats = chats
+    body_messages = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"content": "slow"}', "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal body_messages
+        if message["type"] == "http.response.body":
+            body_messages += 1
+            if body_messages == 3:
+                raise OSError("connection reset by peer")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/sessions/s/messages",
+        "raw_path": b"/sessions/s/messages",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    with pytest.raises(ClientDisconnect):
+        await application(scope, receive, send)
+    assert not chats.store.locks.locked("s")  # type: ignore[attr-defined]
+    assert await chats.history("s") == []
+
+
+async def test_busy_session_is_429_with_retry_after(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve(provider=lambda: scripted(delay=0.02), lock_timeout=0.2)
+    url = f"{srv.url}/sessions/hot/messages"
+    async with client.stream("POST", url, json={"content": "slow"}) as slow:
+        events = events_of(slow)
+        await _read_deltas(events, 1)
+        r = await client.post(url, json={"content": "me too"})
+        assert_error(r, 429, "session_busy", "busy")
+        assert r.headers["retry-after"] == "1"
+        r = await client.delete(f"{srv.url}/sessions/hot")
+        assert_error(r, 429, "session_busy")
+    assert await history(client, srv.url, "hot") == []
+
+
+async def test_disconnect_closes_the_provider_http_stream(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    """With OpenAIProvider (from OPENAI_BASE_URL) over real HTTP: the upstream
+    response is closed when our client goes away, and nothing is written."""
+    api = FakeAPI("loopback")
+    await api.start()
+    try:
+        hold = asyncio.Event()
+        chunk = '{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}'
+        api.queue(Script(items=[b"data: " + chunk.encode() + b"\n\n", hold]))
+        env = {"OPENAI_BASE_URL": f"{api.base_url}/v1", "PROMPTKIT_MODEL": "m"}
+        srv = serve(provider=lambda: provider_from_env(env), lock_timeout=2)
+        url = f"{srv.url}/sessions/up/messages"
+        async with client.stream("POST", url, json={"content": "hello"}) as r:
+            assert r.status_code == 200
+            events = events_of(r)
+            assert await events.__anext__() == ("delta", {"text": "Hel"})
+        await asyncio.wait_for(api.served[0].closed.wait(), 5)
+        assert json.loads(api.served[0].body)["model"] == "m"
+        assert await history(client, srv.url, "up") == []
+        hold.set()
+    finally:
+        await api.close()
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
+@pytest.mark.parametrize(
+    ("raw_id", "words"),
+    [
+        ("x" * 4097, ["4096"]),
+        ("a%0Ab", ["control character U+000A"]),
+        ("%00", ["control character U+0000"]),
+        ("tab%09", ["U+0009"]),
+        ("del%7F", ["U+007F"]),
+        ("c1%C2%85", ["U+0085"]),
+    ],
+)
+async def test_bad_session_ids_are_400(
+    shared: ServerThread,
+    client: httpx.AsyncClient,
+    method: str,
+    raw_id: str,
+    words: list[str],
+) -> None:
+    srv = shared
+    path = f"/sessions/{raw_id}" + ("/messages" if method == "POST" else "")
+    r = await client.request(method, srv.url + path, json={"content": "hi"})
+    assert_error(r, 400, "invalid_session_id", "session id", *words)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        (b"", 400, "invalid_json", ["empty"]),
+        (b"{", 400, "invalid_json", ["not valid JSON"]),
+        (b'{"content": "hi"', 400, "invalid_json", ["not valid JSON"]),
+        (b"\xff\xfe\xfa", 400, "invalid_json", ["not valid JSON"]),
+        (b"[]", 422, "invalid_body", ["JSON object"]),
+        (b'"hi"', 422, "invalid_body", ["JSON object"]),
+        (b"{}", 422, "invalid_body", ['{"content"']),
+        (b'{"text": "hi"}', 422, "invalid_body", ['{"content"']),
+        (b'{"content": 5}', 422, "invalid_body", ["string", "int"]),
+        (b'{"content": null}', 422, "invalid_body", ["string"]),
+        (b'{"content": "  "}', 422, "invalid_body", ["empty"]),
+        (b'{"content": "\\ud800"}', 422, "invalid_body", ["surrogate"]),
+        (b'{"content": "' + b"x" * MAX_BODY_BYTES + b'"}', 413, "body_too_large", ["bytes"]),
+    ],
+)
+async def test_bad_bodies_are_4xx_with_a_clear_message(
+    shared: ServerThread,
+    client: httpx.AsyncClient,
+    body: bytes,
+    status: int,
+    code: str,
+    words: list[str],
+) -> None:
+    srv = shared
+    r = await client.post(
+        f"{srv.url}/sessions/s/messages", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(r, status, code, *words)
+    assert await history(client, srv.url, "s") == []
+
+
+async def test_message_over_the_library_limit_is_413(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve(max_message_bytes=100)
+    r = await client.post(f"{srv.url}/sessions/s/messages", json={"content": "x" * 101})
+    assert_error(r, 413, "message_too_large", "max_message_bytes")
+
+
+async def test_store_unreachable_is_503(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    srv = serve(lambda: store_from_env({"REDIS_URL": closed}))
+    r = await client.post(f"{srv.url}/sessions/s/messages", json={"content": "hi"})
+    assert_error(r, 503, "store_unavailable", "Redis unavailable")
+    assert r.headers["retry-after"] == "1"
+    assert_error(await client.get(f"{srv.url}/sessions/s"), 503, "store_unavailable")
+    assert_error(await client.delete(f"{srv.url}/sessions/s"), 503, "store_unavailable")
+
+
+async def test_provider_failure_before_the_first_piece_is_502(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve(provider=lambda: ScriptedProvider([ProviderError("upstream exploded")]))
+    r = await client.post(f"{srv.url}/sessions/s/messages", json={"content": "hi"})
+    assert_error(r, 502, "provider_error", "upstream exploded")
+    assert await history(client, srv.url, "s") == []
+
+
+class _BreaksMidStream:
+    """A provider whose stream sends some text, then fails."""
+
+    async def stream_reply(
+        self, messages: Sequence[Message], *, system: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("partial ")
+        raise ProviderStreamError("connection reset by the model")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_provider_failure_mid_stream_ends_with_an_error_event(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve(provider=_BreaksMidStream)
+    events = await turn(client, f"{srv.url}/sessions/s/messages", "hi")
+    assert events[0] == ("delta", {"text": "partial "})
+    assert events[1][0] == "error"
+    assert events[1][1]["error"] == "provider_error"
+    assert "connection reset" in events[1][1]["message"]
+    assert len(events) == 2
+    assert await history(client, srv.url, "s") == []
+
+
+# -- configuration from the environment ------------------------------------------------
+
+
+async def test_provider_and_store_from_env(caplog: pytest.LogCaptureFixture) -> None:
+    offline = provider_from_env({})
+    assert isinstance(offline, ScriptedProvider)
+    assert "falling back to ScriptedProvider" in caplog.text
+    openai = provider_from_env({"OPENAI_API_KEY": "sk-test"})
+    assert isinstance(openai, OpenAIProvider)
+    assert openai.model == "gpt-4o-mini"
+    local = provider_from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "PROMPTKIT_MODEL": "l"})
+    assert isinstance(local, OpenAIProvider)
+    assert (local.model, local.base_url) == ("l", "http://127.0.0.1:9/v1")
+    anthropic = provider_from_env({"ANTHROPIC_API_KEY": "k"})
+    assert isinstance(anthropic, AnthropicProvider)
+    for provider in (offline, openai, local, anthropic):
+        await provider.aclose()
+    assert isinstance(store_from_env({}), MemoryStore)
+    redis_store = store_from_env({"REDIS_URL": "redis://127.0.0.1:1/0", "PROMPTKIT_PREFIX": "p"})
+    assert isinstance(redis_store, RedisStore)
+    assert redis_store.prefix == "p"
+    await redis_store.aclose()
+
+
+# -- the documented command: `uvicorn fastapi_chat:app` run from examples/ ----------------
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("uvicorn did not listen within 15 s")
+
+
+@pytest.fixture
+def uvicorn_command() -> Iterator[Callable[[dict[str, str]], tuple[str, subprocess.Popen[bytes]]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def run(extra_env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OPENAI_", "ANTHROPIC_", "PROMPTKIT_", "REDIS_URL"))
+        }
+        env.update(PROMPTKIT_SCRIPTED_DELAY="0", **extra_env)
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "fastapi_chat:app", "--port", str(port)]
+        proc = subprocess.Popen(
+            command, cwd=EXAMPLES, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        procs.append(proc)
+        _wait_for_port(port, proc)
+        return f"http://127.0.0.1:{port}", proc
+
+    try:
+        yield run
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.communicate(timeout=10)
+
+
+async def test_uvicorn_command_works_offline(
+    uvicorn_command: Callable[[dict[str, str]], tuple[str, subprocess.Popen[bytes]]],
+    client: httpx.AsyncClient,
+) -> None:
+    base, proc = uvicorn_command({})
+    url = f"{base}/sessions/cli/messages"
+    reply_of(await turn(client, url, "I like Redis"))
+    second = reply_of(await turn(client, url, "What do I like?"))
+    assert "I like Redis" in second  # the scripted echo quotes the earlier turn
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert b"falling back to ScriptedProvider" in err
+    assert b"Application shutdown complete" in err  # the lifespan closed the store
+
+
+async def test_uvicorn_command_with_redis_url(
+    uvicorn_command: Callable[[dict[str, str]], tuple[str, subprocess.Popen[bytes]]],
+    client: httpx.AsyncClient,
+    redis_url: str,
+    prefix: str,
+) -> None:
+    try:
+        base, _ = uvicorn_command({"REDIS_URL": redis_url, "PROMPTKIT_PREFIX": prefix})
+        reply_of(await turn(client, f"{base}/sessions/r1/messages", "hello"))
+        async with RedisStore.from_url(redis_url, prefix=prefix) as store:
+            assert [m.content for m in await store.load("r1")][0] == "hello"
+    finally:
+        _delete_keys(redis_url, prefix)
