@@ -1,0 +1,182 @@
+"""Areas 1, 2, 3 and 6 (latency): PING, the floor turn, our turn, the peers' turns.
+
+All Redis contestants run in one interleaved set, so their ratios come from
+the same rounds. Each round re-seeds every contestant's session to exactly
+``history_len`` messages (untimed) before timing its turn. The MemoryStore turn
+runs in its own set (microseconds; it needs many more rounds). Then one turn
+of each contestant is replayed to count its round trips and the commands (and
+server microseconds) Redis executed for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio.connection as rconn
+
+from promptkit_async import MemoryStore, Message
+
+from ._common import Context, history, text
+from ._contestants import (
+    NOT_RUNNABLE,
+    Contestant,
+    FloorContestant,
+    MemoryContestant,
+    OursContestant,
+    load_peer,
+)
+from ._harness import Variant, paired_ratio, run_interleaved, summarize
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["contestants", "run", "steps"]
+
+
+def steps(ctx: Context) -> int:
+    p = ctx.params
+    return 2 * p.warmup + p.turn_rounds + p.memory_rounds
+
+
+def contestants(
+    ctx: Context, window: int, *, tag: str = ""
+) -> tuple[list[Contestant], dict[str, str]]:
+    """Floor, ours and the installed peers for one window size; and why the others are missing."""
+    found: list[Contestant] = [
+        FloorContestant(ctx.client, f"{ctx.prefix}:floor{tag}", window),
+        OursContestant(ctx.store(f"ours{tag}"), window),
+    ]
+    missing: dict[str, str] = {}
+    for name in ctx.peers:
+        peer, reason = load_peer(name, ctx.client, ctx.url, f"{ctx.prefix}{tag}", window)
+        if peer is None:
+            missing[name] = reason
+        else:
+            found.append(peer)
+    return found, missing
+
+
+def turn_messages(ctx: Context) -> tuple[list[Message], Message, Message]:
+    n = ctx.params.message_chars
+    seed = history(ctx.params.history_len, n)
+    return seed, Message.user(text(n, 1001)), Message.assistant(text(n, 1002))
+
+
+def _variant(
+    c: Contestant, sid: str, seed: list[Message], user: Message, reply: Message
+) -> Variant:
+    async def prepare(_: int) -> None:
+        await c.reseed([sid], seed)
+
+    async def turn(_: int) -> None:
+        seen = await c.turn(sid, user, reply)
+        if seen != c.window:
+            raise AssertionError(f"{c.name} loaded {seen} messages, expected {c.window}")
+
+    return Variant(c.name, turn, prepare)
+
+
+@contextlib.contextmanager
+def _count_sends() -> Iterator[list[int]]:
+    """Count client round trips: every packed send on any redis.asyncio connection."""
+    counter = [0]
+    cls: Any = rconn.AbstractConnection
+    original = cls.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        counter[0] += 1
+        await original(self, command, check_health)
+
+    cls.send_packed_command = counting
+    try:
+        yield counter
+    finally:
+        cls.send_packed_command = original
+
+
+async def _server_stats(ctx: Context) -> tuple[int, int]:
+    """Total commands executed and their microseconds, from INFO commandstats."""
+    info = await ctx.client.info("commandstats")
+    calls = usec = 0
+    for stats in info.values():
+        if isinstance(stats, dict):
+            calls += int(stats.get("calls", 0))
+            usec += int(stats.get("usec", 0))
+    return calls, usec
+
+
+async def count_round_trips(
+    ctx: Context, c: Contestant, seed: list[Message], user: Message, reply: Message
+) -> dict[str, int]:
+    """Round trips, server commands and server µs of one turn (min of 5: the server is shared)."""
+    best: dict[str, int] | None = None
+    for _ in range(5):
+        await c.reseed(["rt"], seed)
+        calls0, usec0 = await _server_stats(ctx)
+        with _count_sends() as sends:
+            await c.turn("rt", user, reply)
+        calls1, usec1 = await _server_stats(ctx)
+        got = {
+            "round_trips": sends[0],
+            "server_commands": calls1 - calls0 - 1,  # the first INFO counts itself
+            "server_us": usec1 - usec0,
+        }
+        if best is None or got["server_commands"] < best["server_commands"]:
+            best = got
+    assert best is not None
+    return best
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    p = ctx.params
+    seed, user, reply = turn_messages(ctx)
+    found, missing = contestants(ctx, p.window)
+
+    async def ping(_: int) -> None:
+        await ctx.client.ping()
+
+    variants = [Variant("PING", ping)]
+    variants += [_variant(c, f"lat-{i}", seed, user, reply) for i, c in enumerate(found)]
+    ctx.progress.section(
+        "latency: PING, floor, promptkit_async, peers (interleaved)", p.turn_rounds
+    )
+    await run_interleaved(variants, rounds=p.turn_rounds, warmup=p.warmup, progress=ctx.progress)
+
+    mem = MemoryContestant(MemoryStore(), p.window)
+    mem_variant = _variant(mem, "mem", seed, user, reply)
+    ctx.progress.section("latency: MemoryStore turn", p.memory_rounds)
+    await run_interleaved(
+        [mem_variant], rounds=p.memory_rounds, warmup=p.warmup, progress=ctx.progress
+    )
+
+    by_name = {v.name: v for v in variants}
+    ours = by_name["promptkit_async"]
+    floor = by_name["floor"]
+    ping_v = by_name["PING"]
+    results: dict[str, Any] = {}
+    for v in [*variants, mem_variant]:
+        entry: dict[str, Any] = summarize(v.samples)
+        if v is not mem_variant:
+            entry["ratio_to_floor_p50"] = entry["p50_us"] / summarize(floor.samples)["p50_us"]
+            entry["paired_ratio_to_floor"] = paired_ratio(v.samples, floor.samples)
+            entry["ratio_to_ping_p50"] = entry["p50_us"] / summarize(ping_v.samples)["p50_us"]
+            entry["ratio_to_ours_p50"] = entry["p50_us"] / summarize(ours.samples)["p50_us"]
+        results[v.name] = entry
+
+    trips: dict[str, Any] = {}
+    for c in found:
+        trips[c.name] = await count_round_trips(ctx, c, seed, user, reply)
+    for c in found:
+        await c.aclose()
+    return {
+        "definition": (
+            f"load the newest {p.window} of {p.history_len} messages, add a user and an "
+            f"assistant message of {p.message_chars} characters, save with TTL; "
+            "every turn sees a freshly re-seeded history"
+        ),
+        "latency": results,
+        "round_trips": trips,
+        "peers_missing": missing,
+        "peers_not_runnable": NOT_RUNNABLE,
+    }
