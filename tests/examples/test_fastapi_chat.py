@@ -24,7 +24,6 @@ pytest.importorskip("starlette", reason="the examples extra is not installed")
 pytest.importorskip("uvicorn", reason="the examples extra is not installed")
 
 import httpx
-import redis
 from starlette.requests import ClientDisconnect
 
 from examples.fastapi_chat import (
@@ -49,7 +48,7 @@ from promptkit_async.providers import (
 
 from ..conftest import free_port, wait_until
 from ..providers._fakeapi import FakeAPI, Script
-from ._server import ServerThread
+from ._support import ServerThread, delete_keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
@@ -72,15 +71,6 @@ def scripted(delay: float = 0.0) -> ScriptedProvider:
     return ScriptedProvider([_reply] * 10_000, delay=delay)
 
 
-def _delete_keys(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
-
-
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest, prefix: str) -> Iterator[Callable[[], Store]]:
     """Builds the app's store the way the app does: from REDIS_URL and PROMPTKIT_PREFIX."""
@@ -91,7 +81,7 @@ def make_store(request: pytest.FixtureRequest, prefix: str) -> Iterator[Callable
     try:
         yield lambda: store_from_env({"REDIS_URL": url, "PROMPTKIT_PREFIX": prefix})
     finally:
-        _delete_keys(url, prefix)
+        delete_keys(url, prefix)
 
 
 class Served:
@@ -632,4 +622,4 @@ async def test_uvicorn_command_with_redis_url(
         async with RedisStore.from_url(redis_url, prefix=prefix) as store:
             assert [m.content for m in await store.load("r1")][0] == "hello"
     finally:
-        _delete_keys(redis_url, prefix)
+        delete_keys(redis_url, prefix)

@@ -1,4 +1,4 @@
-"""Serve an ASGI app with a real uvicorn server on a free loopback port, in a thread."""
+"""Test support: a real uvicorn server in a thread, and Redis key clean-up by prefix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import redis
 import uvicorn
 
 if TYPE_CHECKING:
@@ -50,3 +51,13 @@ class ServerThread:
         self._sock.close()
         if self._thread.is_alive():
             raise RuntimeError("uvicorn did not stop within 10 s")
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    """Delete this test's keys (SCAN + DEL on its prefix; never FLUSHDB)."""
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
