@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -30,8 +31,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from promptkit_async import MemoryStore, RedisStore
 
+from .faults import FaultProxy
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from promptkit_async.stores import Store
 
@@ -254,6 +257,53 @@ async def assert_pool_clean(client: aioredis.Redis | RedisCluster) -> None:
     for idle in list(pool._available_connections):
         if idle.is_connected:
             assert not await idle.can_read(), "an idle pooled connection holds unread data"
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[FaultProxy]:
+    parts = urlsplit(redis_url)
+    async with FaultProxy(parts.port or 6379, upstream_host=parts.hostname or "127.0.0.1") as p:
+        yield p
+
+
+def through(proxy: FaultProxy, redis_url: str) -> str:
+    """``redis_url`` (same db, same credentials) routed through the proxy."""
+    parts = urlsplit(redis_url)
+    netloc = parts.netloc.rpartition("@")
+    auth = netloc[0] + "@" if netloc[0] else ""
+    return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", parts.path, "", ""))
+
+
+@pytest.fixture
+async def truth(redis_client: aioredis.Redis, prefix: str) -> RedisStore:
+    """A store on a direct connection (no proxy), to read what really is in Redis."""
+    return RedisStore(redis_client, prefix=prefix)
+
+
+@pytest.fixture
+def spawn_server() -> Iterator[Callable[..., RedisServer]]:
+    """Factory of spawned redis-server processes, all killed at teardown."""
+    spawned: list[RedisServer] = []
+
+    def spawn(*args: str) -> RedisServer:
+        srv = RedisServer(*args)
+        spawned.append(srv)
+        try:
+            return srv.start()
+        except (RuntimeError, OSError) as exc:
+            skip_or_fail(f"NO REDIS SERVER to spawn ({exc}); this fault is untested")
+            raise
+
+    try:
+        yield spawn
+    finally:
+        for srv in spawned:
+            srv.stop()
+
+
+async def contents(store: Store, session_id: str) -> list[str]:
+    """The stored message texts of a session."""
+    return [m.content for m in await store.load(session_id)]
 
 
 async def wait_until(predicate: object, timeout: float = 5.0) -> None:

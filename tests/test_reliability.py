@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,11 +27,12 @@ from promptkit_async import (
     StoreUnavailable,
 )
 
-from .conftest import RedisServer, assert_pool_clean, skip_or_fail, wait_until
-from .faults import FaultProxy
+from .conftest import RedisServer, assert_pool_clean, contents, through, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import Callable
+
+    from .faults import FaultProxy
 
 pytestmark = pytest.mark.redis
 
@@ -47,52 +47,6 @@ def u(text: str) -> Message:
 
 def a(text: str) -> Message:
     return Message.assistant(text)
-
-
-@pytest.fixture
-async def proxy(redis_url: str) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(redis_url)
-    async with FaultProxy(parts.port or 6379, upstream_host=parts.hostname or "127.0.0.1") as p:
-        yield p
-
-
-def through(proxy: FaultProxy, redis_url: str) -> str:
-    """``redis_url`` (same db, same credentials) routed through the proxy."""
-    parts = urlsplit(redis_url)
-    netloc = parts.netloc.rpartition("@")
-    auth = netloc[0] + "@" if netloc[0] else ""
-    return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", parts.path, "", ""))
-
-
-@pytest.fixture
-async def truth(redis_client: aioredis.Redis, prefix: str) -> RedisStore:
-    """A store on a direct connection (no proxy), to read what really is in Redis."""
-    return RedisStore(redis_client, prefix=prefix)
-
-
-async def contents(store: RedisStore, session_id: str) -> list[str]:
-    return [m.content for m in await store.load(session_id)]
-
-
-@pytest.fixture
-def server() -> Iterator[Callable[..., RedisServer]]:
-    """Factory of spawned redis-server processes, all killed at teardown."""
-    spawned: list[RedisServer] = []
-
-    def spawn(*args: str) -> RedisServer:
-        srv = RedisServer(*args)
-        spawned.append(srv)
-        try:
-            return srv.start()
-        except (RuntimeError, OSError) as exc:
-            skip_or_fail(f"NO REDIS SERVER to spawn ({exc}); this fault is untested")
-            raise
-
-    try:
-        yield spawn
-    finally:
-        for srv in spawned:
-            srv.stop()
 
 
 # -- lost replies ---------------------------------------------------------------------
@@ -277,9 +231,9 @@ async def test_blackholed_redis_is_store_unavailable_within_the_timeouts(
 
 
 async def test_same_store_recovers_after_a_redis_restart(
-    server: Callable[..., RedisServer], prefix: str
+    spawn_server: Callable[..., RedisServer], prefix: str
 ) -> None:
-    srv = server()
+    srv = spawn_server()
     async with RedisStore.from_url(
         srv.url, prefix=prefix, socket_timeout=1, connect_timeout=1
     ) as store:
@@ -299,9 +253,9 @@ async def test_same_store_recovers_after_a_redis_restart(
 
 
 async def test_aof_always_keeps_every_acknowledged_turn_across_kill_9(
-    server: Callable[..., RedisServer], prefix: str
+    spawn_server: Callable[..., RedisServer], prefix: str
 ) -> None:
-    srv = server("--appendonly", "yes", "--appendfsync", "always")
+    srv = spawn_server("--appendonly", "yes", "--appendfsync", "always")
     acked: dict[str, list[str]] = {}
     failed: set[str] = set()
     unknown: set[str] = set()
@@ -346,9 +300,9 @@ async def test_aof_always_keeps_every_acknowledged_turn_across_kill_9(
 
 
 async def test_out_of_memory_is_store_rejected_and_writes_nothing(
-    server: Callable[..., RedisServer], prefix: str
+    spawn_server: Callable[..., RedisServer], prefix: str
 ) -> None:
-    srv = server("--maxmemory-policy", "noeviction")
+    srv = spawn_server("--maxmemory-policy", "noeviction")
     admin = aioredis.Redis.from_url(srv.url)
     try:
         async with RedisStore.from_url(srv.url, prefix=prefix) as store:
