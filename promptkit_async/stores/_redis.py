@@ -162,6 +162,7 @@ return {n, redis.call('ZRANDMEMBER', KEYS[1], ARGV[1])}
 _DEFAULT_SOCKET_TIMEOUT = 5.0
 _DEFAULT_CONNECT_TIMEOUT = 2.0
 _DEFAULT_RETRIES = 2
+_DEFAULT_POOL_TIMEOUT = 5.0
 _ABORT_MARKER_TTL_MS = 3_600_000
 
 
@@ -192,8 +193,15 @@ _release_script = _Script(_RELEASE)
 _index_stats_script = _Script(_INDEX_STATS)
 
 
+def _pool_exhausted(exc: BaseException) -> bool:
+    """No connection could be taken from the pool: the command was never sent."""
+    return isinstance(exc, rexc.MaxConnectionsError) or (
+        isinstance(exc, rexc.ConnectionError) and str(exc).startswith("No connection available")
+    )
+
+
 def _is_connect_failure(exc: BaseException) -> bool:
-    """True when the command cannot have reached Redis (refused or no route)."""
+    """True when the last attempt could not reach Redis (refused or no route)."""
     if isinstance(exc, rexc.ConnectionError) and "connecting to" in str(exc):
         return True
     return isinstance(exc.__context__, ConnectionRefusedError)
@@ -373,6 +381,8 @@ class RedisStore:
         socket_timeout: float | None = _DEFAULT_SOCKET_TIMEOUT,
         connect_timeout: float | None = _DEFAULT_CONNECT_TIMEOUT,
         retries: int = _DEFAULT_RETRIES,
+        max_connections: int = 100,
+        pool_timeout: float | None = _DEFAULT_POOL_TIMEOUT,
         client_options: dict[str, Any] | None = None,
         **store_options: Any,
     ) -> RedisStore:
@@ -382,7 +392,9 @@ class RedisStore:
         ``cluster=True`` (or a ``redis+cluster://`` / ``rediss+cluster://`` URL)
         connects to a Redis Cluster. Timeouts and retries are explicit: a few
         quick retries with backoff, never a storm (commits are idempotent, so a
-        retry cannot duplicate a turn). ``client_options`` go to redis-py;
+        retry cannot duplicate a turn). A burst of more concurrent turns than
+        ``max_connections`` waits up to ``pool_timeout`` seconds for a connection
+        instead of failing at once. ``client_options`` go to redis-py;
         ``store_options`` (prefix, near_cache, ...) to :class:`RedisStore`.
 
         Raises:
@@ -408,9 +420,12 @@ class RedisStore:
         try:
             client: aioredis.Redis | RedisCluster
             if cluster:
-                client = RedisCluster.from_url(url, **options)
+                client = RedisCluster.from_url(url, max_connections=max_connections, **options)
             else:
-                client = aioredis.Redis.from_url(url, **options)
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=pool_timeout, **options
+                )
+                client = aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ValueError(f"bad Redis URL {_redact(url)!r}: {_redact(str(exc))}") from None
         store = cls(client, **store_options)
@@ -623,7 +638,9 @@ class RedisStore:
             # The error describes the client's last attempt only: after its own
             # retries, an earlier attempt may have run with its reply lost, so
             # only a single attempt that failed to connect proves nothing ran.
-            if _is_connect_failure(exc) and _client_retries(self._client) == 0:
+            if _pool_exhausted(exc) or (
+                _is_connect_failure(exc) and _client_retries(self._client) == 0
+            ):
                 raise StoreUnavailable(
                     f"Redis unavailable, session {session_id!r} not saved: {exc}",
                     session_id=session_id,
@@ -857,26 +874,39 @@ class RedisStore:
         )
 
     async def _sizes(self, ids: list[str]) -> tuple[list[int], list[int]]:
-        """LLEN and bytes used of each sampled session (MEMORY USAGE, or summed records)."""
-        lengths: list[int] = []
-        sizes: list[int] = []
+        """LLEN and bytes used of each sampled session, in one pipelined round trip.
+
+        Bytes come from MEMORY USAGE, or where a server lacks or forbids it,
+        from the sum of the stored records.
+        """
+        if not ids:
+            return [], []
+        pipe = self._client.pipeline(transaction=False)
         for session_id in ids:
             h = _keys.key(self.prefix, session_id, _keys.HISTORY)
-            t = _keys.key(self.prefix, session_id, _keys.TURNS)
-            lengths.append(int(await self._client.execute_command("LLEN", h)))
-            sizes.append(await self._bytes_used(h) + await self._bytes_used(t))
+            pipe.execute_command("LLEN", h)
+            if self._memory_usage:
+                pipe.execute_command("MEMORY USAGE", h)
+                pipe.execute_command("MEMORY USAGE", _keys.key(self.prefix, session_id, "t"))
+            else:
+                pipe.execute_command("LRANGE", h, 0, -1)
+        replies = await pipe.execute(raise_on_error=False)
+        if self._memory_usage and any(isinstance(r, rexc.ResponseError) for r in replies):
+            self._memory_usage = False
+            return await self._sizes(ids)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        lengths: list[int] = []
+        sizes: list[int] = []
+        step = 3 if self._memory_usage else 2
+        for i in range(0, len(replies), step):
+            lengths.append(int(replies[i]))
+            if self._memory_usage:
+                sizes.append(int(replies[i + 1] or 0) + int(replies[i + 2] or 0))
+            else:
+                sizes.append(sum(len(r) for r in replies[i + 1]))
         return lengths, sizes
-
-    async def _bytes_used(self, key: bytes) -> int:
-        if self._memory_usage:
-            try:
-                return int(await self._client.execute_command("MEMORY USAGE", key) or 0)
-            except rexc.ResponseError:  # servers that disable or lack MEMORY
-                self._memory_usage = False
-        if key.endswith(b":h"):
-            records = await self._client.execute_command("LRANGE", key, 0, -1)
-            return sum(len(r) for r in records)
-        return 0
 
 
 def _connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
