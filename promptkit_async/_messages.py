@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -178,7 +178,29 @@ class Message:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-_loads = json.loads
+# The decoder's scanner (C-accelerated), with json.loads' default settings.
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(raw: bytes | str) -> Any:
+    """``json.loads``, minus its per-call overhead for the records we write.
+
+    ``json.loads(bytes)`` sniffs the encoding, decodes, and strips whitespace
+    with two regex matches: about two thirds of its time on a 200-character
+    record. A record we wrote starts with ``{"`` (so ``json.loads`` would pick
+    UTF-8) and has nothing after the object: scan it directly. Anything else,
+    and any error, goes through ``json.loads`` itself, so results and
+    exceptions are exactly those of ``json.loads``.
+    """
+    if type(raw) is bytes and raw[:2] == b'{"':
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+            obj, end = _scan_once(text, 0)
+        except (ValueError, StopIteration):
+            return json.loads(raw)
+        if end == len(text):
+            return obj
+    return json.loads(raw)
 
 
 def _record(message: Message) -> dict[str, Any]:
@@ -246,6 +268,9 @@ def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> M
 
 
 def _from_record(rec: dict[str, Any]) -> Message:
+    if len(rec) == 3 and "v" in rec:
+        # The common record {"v","r","c"}: no optional keys to look up.
+        return Message(rec["r"], rec["c"])
     tool_calls: tuple[ToolCall, ...] = ()
     raw_calls = rec.get("tc")
     if raw_calls:
