@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import sys
@@ -13,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-
-from promptkit_async import RedisStore
 
 from . import codec, correctness, scaling, streaming, turns
 from ._common import Context, Params, delete_prefix, new_prefix
@@ -33,14 +30,6 @@ AREAS = {
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _near_cache() -> str:
-    params = inspect.signature(RedisStore.__init__).parameters
-    found = [name for name in params if "cache" in name]
-    if not found:
-        return "skipped: RedisStore has no near-cache option"
-    return f"RedisStore has {found}: not benchmarked yet"
 
 
 async def run_suite(
@@ -85,7 +74,6 @@ async def run_suite(
     try:
         for name in chosen:
             results[name] = await AREAS[name].run(ctx)
-        results["near_cache"] = _near_cache()
     finally:
         progress.close()
         await client.aclose()

@@ -291,9 +291,24 @@ def table(results: dict[str, Any]) -> str:
                 rows,
             )
         )
-    cache = results.get("near_cache")
-    if cache:
-        parts.append(f"\nNear cache: {cache}")
+    cache = (results.get("turns") or {}).get("near_cache")
+    if cache and "skipped" not in cache:
+        parts.append("\nSteady state: the same session turn after turn (no re-seeding)")
+        rows = [
+            [
+                name,
+                _fmt(s["p50_us"]),
+                _fmt(s["p99_us"]),
+                _fmt(s["paired_ratio_to_floor"], 2),
+                _fmt(s["round_trips"]),
+            ]
+            for name, s in cache.items()
+        ]
+        parts.append(
+            _rows(["contestant", "p50 µs", "p99 µs", "x floor (paired)", "round trips"], rows)
+        )
+    elif cache:
+        parts.append(f"\nNear cache: {cache['skipped']}")
     return "\n".join(parts)
 
 
