@@ -1,0 +1,247 @@
+"""The ``promptkit-async`` command, run as real processes against a real Redis server.
+
+Each test uses its own key prefix (``--key-prefix``) and deletes its keys after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+
+from promptkit_async import Message, RedisStore
+
+from .conftest import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+GLOB_IDS = ["a*b", "a?c", "a[x]", "ab", "{tag}%25", "b*", "a\\*"]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "ANTHROPIC_", "PROMPTKIT_")) and k != "REDIS_URL"
+    }
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m promptkit_async ARGS`` with no provider keys and no REDIS_URL unless given."""
+    result = subprocess.run(
+        [sys.executable, "-m", "promptkit_async", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env if env is not None else _clean_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+@pytest.fixture
+def store_args(redis_url: str, prefix: str) -> Iterator[list[str]]:
+    """``--store URL --key-prefix P`` for this test; its keys are deleted afterwards."""
+    try:
+        yield ["--store", redis_url, "--key-prefix", prefix]
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()
+
+
+async def seed(redis_url: str, prefix: str, *session_ids: str) -> None:
+    async with RedisStore.from_url(redis_url, prefix=prefix) as store:
+        for session_id in session_ids:
+            await store.append(session_id, [Message.user("hi"), Message.assistant("hello")])
+
+
+def test_help_reads_well() -> None:
+    top = run("--help")
+    assert top.returncode == 0
+    for text in ("chat", "history", "delete", "sessions", "stats", "exit status", "130"):
+        assert text in top.stdout
+    chat = run("chat", "--help")
+    assert chat.returncode == 0
+    assert "--key-prefix" in chat.stdout
+    assert "end of input" in chat.stdout
+
+
+def test_demo_still_works() -> None:
+    result = run("demo", "--delay", "0")
+    assert result.returncode == 0
+    assert "stored history of 'demo-user': 4 messages" in result.stdout
+
+
+def test_piped_chat_on_redis_remembers_across_processes(store_args: list[str]) -> None:
+    first = run("chat", "--session", "pipe", *store_args, stdin="My name is Ada\n\n")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        'You said: "My name is Ada". That is the first thing you told me in this conversation.'
+    ]
+    assert "offline scripted provider" in first.stderr  # no key: a note, not an error
+    second = run("chat", "--session", "pipe", *store_args, stdin="What is my name?\n")
+    assert second.returncode == 0
+    assert 'Before that you said: "My name is Ada"' in second.stdout
+    history = run("history", "pipe", *store_args)
+    assert history.returncode == 0
+    assert history.stdout.splitlines()[0] == "user: My name is Ada"
+    assert len(history.stdout.splitlines()) == 4
+    as_json = json.loads(run("history", "pipe", "--json", *store_args).stdout)
+    assert as_json["session_id"] == "pipe"
+    assert [m["role"] for m in as_json["messages"]] == ["user", "assistant"] * 2
+
+
+def test_chat_defaults_to_memory_and_reads_redis_url_from_env(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    result = run("chat", "--session", "m", stdin="one\ntwo\n")
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 2
+    env = _clean_env(REDIS_URL=redis_url, PROMPTKIT_PREFIX=prefix)
+    assert run("chat", "--session", "e", stdin="hello\n", env=env).returncode == 0
+    assert run("history", "e", env=env).stdout.startswith("user: hello\n")
+    assert run("history", "e", *store_args).returncode == 0  # the same keys
+
+
+async def test_sessions_history_delete_with_glob_characters(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    await seed(redis_url, prefix, *GLOB_IDS)
+    listed = run("sessions", *store_args)
+    assert listed.returncode == 0
+    assert sorted(listed.stdout.splitlines()) == sorted(GLOB_IDS)
+    assert json.loads(run("sessions", "--json", *store_args).stdout) == sorted(GLOB_IDS)
+
+    def matching(p: str) -> list[str]:
+        return sorted(run("sessions", "--prefix", p, *store_args).stdout.splitlines())
+
+    # Glob characters in a prefix match only themselves.
+    assert matching("a*") == ["a*b"]
+    assert matching("a[") == ["a[x]"]
+    assert matching("a\\") == ["a\\*"]
+    assert matching("{tag}%") == ["{tag}%25"]
+    assert matching("a") == ["a*b", "a?c", "a[x]", "a\\*", "ab"]
+    assert matching("zzz") == []
+    for session_id in ("a[x]", "{tag}%25"):
+        assert run("history", session_id, *store_args).stdout == "user: hi\nassistant: hello\n"
+    deleted = run("delete", "a*b", *store_args)
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted 'a*b'\n")
+    assert sorted(run("sessions", *store_args).stdout.splitlines()) == sorted(
+        set(GLOB_IDS) - {"a*b"}
+    )
+    again = run("delete", "a*b", *store_args)
+    assert again.returncode == 1
+    assert "no session 'a*b'" in again.stderr
+
+
+def test_unknown_session_is_exit_1(store_args: list[str]) -> None:
+    for command in ("history", "delete"):
+        result = run(command, "nobody", *store_args)
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert "no session 'nobody'" in result.stderr
+    assert run("history", "nobody", "--json", *store_args).stdout == ""
+
+
+async def test_stats(redis_url: str, prefix: str, store_args: list[str]) -> None:
+    await seed(redis_url, prefix, "s1", "s2")
+    text = run("stats", *store_args)
+    assert text.returncode == 0, text.stderr
+    assert "active_sessions" in text.stdout
+    stats = json.loads(run("stats", "--json", *store_args).stdout)
+    assert stats["active_sessions"] == 2
+    assert stats["avg_history_size"] == 2
+    assert stats["storage_used"] > 0
+    assert "load_latency.p50" in stats
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["history", "x"], ["delete", "x"], ["sessions"], ["stats"], ["chat", "--session", "x"]],
+)
+def test_unreachable_redis_is_exit_3(command: list[str]) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    result = run(*command, "--store", closed, stdin="hello\n")
+    assert result.returncode == 3, result.stderr
+    assert "store unavailable" in result.stderr
+    assert f"127.0.0.1:{closed.rsplit(':', 1)[1].split('/')[0]}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://localhost:6379", "not a Redis URL"),
+        ("redis://localhost:port", "Port could not be cast"),
+        ("localhost:6379", "not a Redis URL"),
+    ],
+)
+def test_bad_store_url_is_exit_2(url: str, words: str) -> None:
+    result = run("history", "x", "--store", url)
+    assert result.returncode == 2
+    assert "bad store URL" in result.stderr
+    assert words in result.stderr
+
+
+def test_usage_errors_are_exit_2(store_args: list[str]) -> None:
+    no_store = run("history", "x")
+    assert no_store.returncode == 2
+    assert "needs a Redis store" in no_store.stderr
+    assert run("history", "x", "--store", "memory").returncode == 2
+    too_long = run("history", "x" * 5000, *store_args)
+    assert too_long.returncode == 2
+    assert "invalid session id" in too_long.stderr
+    assert run("frobnicate").returncode == 2
+    assert run("history").returncode == 2  # ID missing
+    no_key = run("chat", "--provider", "openai", stdin="hi\n")
+    assert no_key.returncode == 2
+    assert "OPENAI_API_KEY" in no_key.stderr
+
+
+def test_provider_failure_is_exit_4() -> None:
+    env = _clean_env(OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
+    result = run("chat", "--provider", "openai", "--model", "m", stdin="hi\n", env=env)
+    assert result.returncode == 4, result.stderr
+    assert "provider error" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_interactive_chat_prompts_and_commands() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"My name is Ada\n/history\n/quit\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "promptkit_async", "chat", "--session", "tty", "--delay", "0"],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            cwd=ROOT,
+            timeout=60,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('you> bot> You said: "My name is Ada".')
+    assert "you> user: My name is Ada\nassistant: You said" in result.stdout
+    assert "/quit" in result.stderr  # the banner says how to leave
