@@ -237,7 +237,8 @@ def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> M
         if isinstance(raw, bytes) and raw[:2] == _COMPRESSED_MARK:
             raw = zlib.decompress(raw[2:])
         rec = _loads(raw)
-    except (ValueError, zlib.error) as exc:  # JSONDecodeError and UnicodeDecodeError
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; RecursionError: nested too deep.
+    except (ValueError, zlib.error, RecursionError) as exc:
         raise CorruptHistory(
             f"session {session_id!r}: stored record {index} is not a valid message record "
             f"({type(exc).__name__}: {exc})",
@@ -253,7 +254,7 @@ def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> M
         )
     try:
         return _from_record(cast("dict[str, Any]", rec))
-    except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+    except (InvalidMessage, LookupError, TypeError, ValueError) as exc:
         version = rec.get("v")
         newer = (
             f" (written by format version {version}; this library reads {FORMAT_VERSION})"
