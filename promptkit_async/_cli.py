@@ -204,6 +204,8 @@ async def _chat(args: argparse.Namespace) -> int:
         await store.aclose()
         raise
     async with Conversations(store, provider=provider, system=args.system) as chats:
+        if isinstance(store, RedisStore):
+            await store.ping()  # fail now, not after the first message was typed
         if interactive:
             _err(
                 f"session {session_id!r}, store {_describe(store)}, {provider!r}; "

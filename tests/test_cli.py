@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,12 @@ def run(
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result
+
+
+def run_all(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent commands at once (each process spends most of its time starting)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: run(*args), commands))
 
 
 @pytest.fixture
@@ -130,18 +137,14 @@ async def test_sessions_history_delete_with_glob_characters(
     assert sorted(listed.stdout.splitlines()) == sorted(GLOB_IDS)
     assert json.loads(run("sessions", "--json", *store_args).stdout) == sorted(GLOB_IDS)
 
-    def matching(p: str) -> list[str]:
-        return sorted(run("sessions", "--prefix", p, *store_args).stdout.splitlines())
-
-    # Glob characters in a prefix match only themselves.
-    assert matching("a*") == ["a*b"]
-    assert matching("a[") == ["a[x]"]
-    assert matching("a\\") == ["a\\*"]
-    assert matching("{tag}%") == ["{tag}%25"]
-    assert matching("a") == ["a*b", "a?c", "a[x]", "a\\*", "ab"]
-    assert matching("zzz") == []
-    for session_id in ("a[x]", "{tag}%25"):
-        assert run("history", session_id, *store_args).stdout == "user: hi\nassistant: hello\n"
+    prefixes = {"a*": ["a*b"], "a[": ["a[x]"], "a\\": ["a\\*"], "{tag}%": ["{tag}%25"]}
+    prefixes |= {"a": ["a*b", "a?c", "a[x]", "a\\*", "ab"], "zzz": []}
+    results = run_all(*(["sessions", "--prefix", p, *store_args] for p in prefixes))
+    for (p, expected), result in zip(prefixes.items(), results, strict=True):
+        # Glob characters in a prefix match only themselves.
+        assert sorted(result.stdout.splitlines()) == expected, p
+    for result in run_all(["history", "a[x]", *store_args], ["history", "{tag}%25", *store_args]):
+        assert result.stdout == "user: hi\nassistant: hello\n"
     deleted = run("delete", "a*b", *store_args)
     assert (deleted.returncode, deleted.stdout) == (0, "deleted 'a*b'\n")
     assert sorted(run("sessions", *store_args).stdout.splitlines()) == sorted(
@@ -173,43 +176,41 @@ async def test_stats(redis_url: str, prefix: str, store_args: list[str]) -> None
     assert "load_latency.p50" in stats
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["history", "x"], ["delete", "x"], ["sessions"], ["stats"], ["chat", "--session", "x"]],
-)
-def test_unreachable_redis_is_exit_3(command: list[str]) -> None:
-    closed = f"redis://127.0.0.1:{free_port()}/0"
-    result = run(*command, "--store", closed, stdin="hello\n")
-    assert result.returncode == 3, result.stderr
-    assert "store unavailable" in result.stderr
-    assert f"127.0.0.1:{closed.rsplit(':', 1)[1].split('/')[0]}" in result.stderr
+def test_unreachable_redis_is_exit_3() -> None:
+    port = free_port()  # nothing listens there
+    closed = ["--store", f"redis://127.0.0.1:{port}/0"]
+    commands = [["history", "x"], ["delete", "x"], ["sessions"], ["stats"], ["chat"]]
+    for result in run_all(*([*c, *closed] for c in commands)):
+        assert result.returncode == 3, result.stderr
+        assert "store unavailable" in result.stderr
+        assert f"127.0.0.1:{port}" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("url", "words"),
-    [
-        ("http://localhost:6379", "not a Redis URL"),
-        ("redis://localhost:port", "Port could not be cast"),
-        ("localhost:6379", "not a Redis URL"),
-    ],
-)
-def test_bad_store_url_is_exit_2(url: str, words: str) -> None:
-    result = run("history", "x", "--store", url)
-    assert result.returncode == 2
-    assert "bad store URL" in result.stderr
-    assert words in result.stderr
+def test_bad_store_url_is_exit_2() -> None:
+    cases = {
+        "http://localhost:6379": "not a Redis URL",
+        "redis://localhost:port": "Port could not be cast",
+        "localhost:6379": "not a Redis URL",
+    }
+    results = run_all(*(["history", "x", "--store", url] for url in cases))
+    for words, result in zip(cases.values(), results, strict=True):
+        assert result.returncode == 2
+        assert "bad store URL" in result.stderr
+        assert words in result.stderr
 
 
 def test_usage_errors_are_exit_2(store_args: list[str]) -> None:
-    no_store = run("history", "x")
-    assert no_store.returncode == 2
+    no_store, memory, too_long, unknown, missing_id = run_all(
+        ["history", "x"],
+        ["history", "x", "--store", "memory"],
+        ["history", "x" * 5000, *store_args],
+        ["frobnicate"],
+        ["history"],
+    )
     assert "needs a Redis store" in no_store.stderr
-    assert run("history", "x", "--store", "memory").returncode == 2
-    too_long = run("history", "x" * 5000, *store_args)
-    assert too_long.returncode == 2
     assert "invalid session id" in too_long.stderr
-    assert run("frobnicate").returncode == 2
-    assert run("history").returncode == 2  # ID missing
+    for result in (no_store, memory, too_long, unknown, missing_id):
+        assert result.returncode == 2, result.stderr
     no_key = run("chat", "--provider", "openai", stdin="hi\n")
     assert no_key.returncode == 2
     assert "OPENAI_API_KEY" in no_key.stderr
