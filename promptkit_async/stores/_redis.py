@@ -73,6 +73,14 @@ local prev = last[1] or ''
 if redis.call('ZSCORE', turns, ARGV[1]) then return {0, prev} end
 if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, prev} end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, prev} end
+if KEYS[4] then
+  -- The index is written last: a wrong type found there would leave the turn
+  -- applied but reported as refused, so check it before the first write.
+  local kind = redis.call('TYPE', KEYS[4])['ok']
+  if kind ~= 'zset' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE the session index is not a sorted set')
+  end
+end
 local n = #ARGV
 for i = 7, n, 500 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 499, n)))
