@@ -61,7 +61,7 @@ _PUSH_CHUNK = 500
 # with the highest score is the session's current version: a random turn id,
 # never reused, which a near cache can compare without reading the history.
 
-# KEYS: history, turns, lease[, index]
+# KEYS: history, turns[, lease if fenced][, index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
 #       fence token ('' = none), index member ('' = none), entries...
 # Returns {status, previous version}: 1 applied now, 0 already applied,
@@ -73,10 +73,11 @@ local prev = last[1] or ''
 if redis.call('ZSCORE', turns, ARGV[1]) then return {0, prev} end
 if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, prev} end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, prev} end
-if KEYS[4] then
+local index = ARGV[6] ~= '' and KEYS[#KEYS] or nil
+if index then
   -- The index is written last: a wrong type found there would leave the turn
   -- applied but reported as refused, so check it before the first write.
-  local kind = redis.call('TYPE', KEYS[4])['ok']
+  local kind = redis.call('TYPE', index)['ok']
   if kind ~= 'zset' and kind ~= 'none' then
     return redis.error_reply('WRONGTYPE the session index is not a sorted set')
   end
@@ -97,17 +98,17 @@ else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', turns)
 end
-if KEYS[4] then
+if index then
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   if ttl > 0 then
-    redis.call('ZADD', KEYS[4], now + ttl, ARGV[6])
-    local left = redis.call('PTTL', KEYS[4])
-    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+    redis.call('ZADD', index, now + ttl, ARGV[6])
+    local left = redis.call('PTTL', index)
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', index, ttl) end
   else
-    redis.call('ZADD', KEYS[4], '+inf', ARGV[6])
-    redis.call('PERSIST', KEYS[4])
+    redis.call('ZADD', index, '+inf', ARGV[6])
+    redis.call('PERSIST', index)
   end
 end
 return {1, prev}
@@ -641,8 +642,12 @@ class RedisStore:
         keys: tuple[bytes, ...] = (
             _keys.key(self.prefix, session_id, _keys.HISTORY),
             _keys.key(self.prefix, session_id, _keys.TURNS),
-            _keys.key(self.prefix, session_id, _keys.LEASE),
         )
+        if fence:
+            # Only when fenced: during a Cluster slot migration, a declared key
+            # that exists on neither node (a lease nobody holds) makes Redis
+            # answer TRYAGAIN to every commit of the session until the move ends.
+            keys += (_keys.key(self.prefix, session_id, _keys.LEASE),)
         if self._index_key is not None:
             keys += (self._index_key,)
         ttl_ms = 0 if seconds is None else max(1, int(seconds * 1000))
