@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING
 
 import redis
-import uvicorn
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp
 
 
@@ -22,6 +22,8 @@ class ServerThread:
     """
 
     def __init__(self, app: ASGIApp) -> None:
+        import uvicorn  # here, so that tests of the bot need no web dependencies
+
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         port: int = self._sock.getsockname()[1]
@@ -29,7 +31,7 @@ class ServerThread:
         config = uvicorn.Config(
             app, lifespan="on", ws="none", log_level="warning", timeout_graceful_shutdown=5
         )
-        self.server = uvicorn.Server(config)
+        self.server: uvicorn.Server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
