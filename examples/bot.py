@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -46,18 +45,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from promptkit_async import (
-    Conversations,
-    MemoryStore,
-    PromptKitError,
-    RedisStore,
-)
-from promptkit_async.providers import AnthropicProvider, OpenAIProvider, ScriptedProvider
+from promptkit_async import Conversations, PromptKitError, provider_from_env, store_from_env
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
-    from promptkit_async import Provider, Store
 
 __all__ = ["Bot", "Incoming", "main"]
 
@@ -229,23 +221,6 @@ class Bot:
 # -- running it ---------------------------------------------------------------------
 
 
-def _store(environ: Mapping[str, str]) -> Store:
-    url = environ.get("REDIS_URL")
-    if url:
-        return RedisStore.from_url(url, prefix=environ.get("PROMPTKIT_PREFIX") or "promptkit")
-    return MemoryStore()
-
-
-def _provider(environ: Mapping[str, str], delay: float) -> Provider:
-    model = environ.get("PROMPTKIT_MODEL")
-    if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
-        return OpenAIProvider(model or "gpt-4o-mini")
-    if environ.get("ANTHROPIC_API_KEY"):
-        return AnthropicProvider(model or "claude-sonnet-4-5")
-    logger.warning("no provider key set: falling back to ScriptedProvider (offline replies)")
-    return ScriptedProvider(delay=delay)
-
-
 async def _simulate(queue: asyncio.Queue[Incoming], users: int, convs: int, messages: int) -> None:
     """Interleave every user's conversations, as a busy chat service would."""
     for n in range(messages):
@@ -294,7 +269,7 @@ async def main(argv: list[str] | None = None) -> int:
             print(f"[{message.session_id}] {reply}", flush=True)
 
     chats = Conversations(
-        _store(os.environ), provider=_provider(os.environ, args.delay), system="Be brief."
+        store_from_env(), provider=provider_from_env(scripted_delay=args.delay), system="Be brief."
     )
     async with chats:
         bot = Bot(chats, on_reply=show, max_concurrency=args.concurrency)

@@ -73,21 +73,19 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+import promptkit_async
 from promptkit_async import (
     Conversations,
     CorruptHistory,
     InvalidMessage,
     InvalidSessionId,
-    MemoryStore,
     MessageTooLarge,
     PromptKitError,
     ProviderError,
     RateLimited,
-    RedisStore,
     SessionBusy,
     StoreUnavailable,
 )
-from promptkit_async.providers import AnthropicProvider, OpenAIProvider, ScriptedProvider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -112,8 +110,8 @@ __all__ = [
 
 logger = logging.getLogger("fastapi_chat")
 
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_OPENAI_MODEL = promptkit_async.DEFAULT_OPENAI_MODEL
+DEFAULT_ANTHROPIC_MODEL = promptkit_async.DEFAULT_ANTHROPIC_MODEL
 #: Larger bodies are refused with 413 before they are read into memory.
 MAX_BODY_BYTES = 1 << 20
 # C0 and C1 control characters and DEL: never meant as part of an id, they would
@@ -126,32 +124,13 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 def store_from_env(environ: Mapping[str, str] = os.environ) -> Store:
     """RedisStore from ``REDIS_URL`` (key prefix ``PROMPTKIT_PREFIX``), else MemoryStore."""
-    url = environ.get("REDIS_URL")
-    if url:
-        return RedisStore.from_url(url, prefix=environ.get("PROMPTKIT_PREFIX") or "promptkit")
-    return MemoryStore()
+    return promptkit_async.store_from_env(environ)
 
 
 def provider_from_env(environ: Mapping[str, str] = os.environ) -> Provider:
-    """OpenAI(-compatible), then Anthropic, then the offline scripted provider."""
-    model = environ.get("PROMPTKIT_MODEL")
-    if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
-        return OpenAIProvider(
-            model or DEFAULT_OPENAI_MODEL,
-            api_key=environ.get("OPENAI_API_KEY", ""),
-            base_url=environ.get("OPENAI_BASE_URL") or None,
-        )
-    if environ.get("ANTHROPIC_API_KEY"):
-        return AnthropicProvider(
-            model or DEFAULT_ANTHROPIC_MODEL,
-            api_key=environ["ANTHROPIC_API_KEY"],
-            base_url=environ.get("ANTHROPIC_BASE_URL") or None,
-        )
-    logger.warning(
-        "no OPENAI_API_KEY, OPENAI_BASE_URL or ANTHROPIC_API_KEY set: "
-        "falling back to ScriptedProvider (offline echo replies)"
-    )
-    return ScriptedProvider(delay=float(environ.get("PROMPTKIT_SCRIPTED_DELAY", "0.05")))
+    """OpenAI(-compatible), then Anthropic, then the offline scripted provider (logged)."""
+    delay = float(environ.get("PROMPTKIT_SCRIPTED_DELAY", "0.05"))
+    return promptkit_async.provider_from_env(environ=environ, scripted_delay=delay)
 
 
 def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:

@@ -8,6 +8,10 @@ from ._app import Conversations as Conversations
 from ._app import SessionSettings as SessionSettings
 from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
 from ._config import DEFAULT_TTL as DEFAULT_TTL
+from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
+from ._env import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
+from ._env import provider_from_env as provider_from_env
+from ._env import store_from_env as store_from_env
 from ._exceptions import CommitOutcomeUnknown as CommitOutcomeUnknown
 from ._exceptions import CorruptHistory as CorruptHistory
 from ._exceptions import InvalidMessage as InvalidMessage
@@ -51,6 +55,8 @@ from .stores import Store as Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_OPENAI_MODEL",
     "AnthropicProvider",
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_TTL",
@@ -93,6 +99,8 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "estimate_tokens",
+    "provider_from_env",
+    "store_from_env",
     "trim",
 ]
 

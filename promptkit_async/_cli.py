@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from ._app import Conversations
 from ._config import check_session_id
+from ._env import ProviderName, detect_provider, provider_from_env
 from ._exceptions import (
     InvalidMessage,
     InvalidSessionId,
@@ -27,7 +28,7 @@ from ._exceptions import (
     StoreUnavailable,
 )
 from ._session import Session
-from .providers import AnthropicProvider, OpenAIProvider, ScriptedProvider
+from .providers import ScriptedProvider
 from .stores import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
@@ -45,9 +46,6 @@ EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_PROVIDER = 4
 EXIT_INTERRUPTED = 130
-
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
 
 _DEMO_TURNS = ("Hi! My name is Ada and I like Redis.", "What did I tell you my name was?")
 
@@ -143,33 +141,19 @@ def _describe(store: Store) -> str:
 
 
 def _provider(args: argparse.Namespace, interactive: bool) -> Provider:
-    env = os.environ
-    choice: str | None = args.provider
+    choice: ProviderName | None = args.provider
     if choice is None:
-        if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
-            choice = "openai"
-        elif env.get("ANTHROPIC_API_KEY"):
-            choice = "anthropic"
-        else:
+        choice = detect_provider()
+        if choice == "scripted":
             _err(
                 "note: no OPENAI_API_KEY, OPENAI_BASE_URL or ANTHROPIC_API_KEY set: "
                 "using the offline scripted provider (echo replies)"
             )
-            choice = "scripted"
-    model: str | None = args.model or env.get("PROMPTKIT_MODEL")
-    if choice == "openai":
-        if not (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
-            raise _Fail(
-                EXIT_USAGE,
-                "--provider openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)",
-            )
-        return OpenAIProvider(model or DEFAULT_OPENAI_MODEL)
-    if choice == "anthropic":
-        if not env.get("ANTHROPIC_API_KEY"):
-            raise _Fail(EXIT_USAGE, "--provider anthropic needs ANTHROPIC_API_KEY")
-        return AnthropicProvider(model or DEFAULT_ANTHROPIC_MODEL)
     delay = args.delay if args.delay is not None else (0.03 if interactive else 0.0)
-    return ScriptedProvider(delay=delay)
+    try:
+        return provider_from_env(choice, model=args.model, scripted_delay=delay)
+    except ValueError as exc:
+        raise _Fail(EXIT_USAGE, f"--provider {choice}: {exc}") from None
 
 
 # -- chat --------------------------------------------------------------------------------
