@@ -135,6 +135,14 @@ def table(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+        mixed = turns.get("latency_with_peers") or {}
+        if mixed:
+            ours = mixed["promptkit_async"]
+            parts.append(
+                "  peers run in a second interleaved set with floor and promptkit_async; their "
+                "ratios come from it (promptkit_async there: "
+                f"{ours['p50_us']:.0f} µs p50, x{ours['ratio_to_floor_p50']:.2f} floor)"
+            )
         for name, reason in {
             **turns.get("peers_missing", {}),
             **turns.get("peers_not_runnable", {}),
