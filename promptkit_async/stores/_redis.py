@@ -103,9 +103,12 @@ if index then
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   if ttl > 0 then
+    -- A new index expires like its sessions; one without a TTL already holds
+    -- a session kept forever, and keeps none.
+    local fresh = redis.call('EXISTS', index) == 0
     redis.call('ZADD', index, now + ttl, ARGV[6])
     local left = redis.call('PTTL', index)
-    if left >= 0 and left < ttl then redis.call('PEXPIRE', index, ttl) end
+    if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttl) end
   else
     redis.call('ZADD', index, '+inf', ARGV[6])
     redis.call('PERSIST', index)
