@@ -331,3 +331,17 @@ async def test_out_of_memory_is_store_rejected_and_writes_nothing(
             assert await contents(store, "s") == ["kept", "after"]
     finally:
         await admin.aclose()
+
+
+async def test_every_key_a_commit_writes_expires(
+    redis_client: aioredis.Redis, prefix: str, truth: RedisStore
+) -> None:
+    await truth.append("a", [u("x")], ttl=60)
+    await truth.append("b", [u("y")], ttl=120)
+    keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*")]
+    assert len(keys) >= 4
+    for key in keys:
+        assert 0 < await redis_client.pttl(key) <= 120_000, key
+    # A session kept forever keeps its keys (and the index listing it) forever.
+    await truth.append("c", [u("z")], ttl=None)
+    assert await redis_client.pttl(truth.key("c")) == -1
