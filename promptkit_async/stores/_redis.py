@@ -242,11 +242,21 @@ def _client_retries(client: aioredis.Redis | RedisCluster) -> int:
     return retry.get_retries()
 
 
+#: Passing states of a Cluster or a failover: the command did not run, try later.
+_TRANSIENT = (
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,
+    rexc.ClusterError,
+    rexc.RedisClusterException,
+)
+
+
 @contextlib.contextmanager
 def _mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
     try:
         yield
-    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError, *_TRANSIENT) as exc:
         raise StoreUnavailable(
             f"Redis unavailable while {action}: {type(exc).__name__}: {exc}",
             session_id=session_id,
@@ -678,6 +688,13 @@ class RedisStore:
                     unsaved=batch,
                 ) from exc
             reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(
+                f"Redis unavailable, session {session_id!r} not saved: "
+                f"{type(exc).__name__}: {exc}",
+                session_id=session_id,
+                unsaved=batch,
+            ) from exc
         except rexc.ResponseError as exc:
             text = str(exc)
             # redis-py strips the OOM code from the message of OutOfMemoryError.
