@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -28,7 +28,7 @@ from .cluster import ClusterServers, cluster_unavailable_reason
 from .conftest import contents, skip_or_fail
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
 pytestmark = pytest.mark.redis
 
@@ -239,3 +239,46 @@ async def test_concurrent_turns_during_a_slot_migration_lose_and_duplicate_nothi
         assert sum(map(len, acked.values())) > 20
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterDownError("The cluster is down"),
+        redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.ClusterError("TTL exhausted."),
+        redis.exceptions.SlotNotCoveredError("Slot 42 is not covered by the cluster."),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_passing_cluster_states_are_store_unavailable(
+    monkeypatch: pytest.MonkeyPatch, error: redis.RedisError
+) -> None:
+    """Down, resharding or failing over: 'try again later', never 'refused for good'."""
+    import fakeredis
+
+    client = fakeredis.FakeAsyncRedis()
+    real: Callable[..., Awaitable[Any]] = client.execute_command
+    failing = True
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failing:
+            raise error
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", flaky)
+    store = RedisStore(client)
+    with pytest.raises(StoreUnavailable):
+        await store.load("s")
+    async with Session(store, "s", on_load_error="empty") as s:  # documented fallback
+        assert s.history == ()
+        s.add(u("x"))
+        failing = False
+    assert await contents(store, "s") == ["x"]
+    failing = True
+    with pytest.raises(StoreUnavailable) as info:
+        await store.append("s", [u("y")])
+    assert not isinstance(info.value, CommitOutcomeUnknown)
+    assert info.value.unsaved == (u("y"),)
+    await client.aclose()
