@@ -25,6 +25,8 @@ __all__ = [
 DEFAULT_MAX_MESSAGES: Final = 20
 #: Sliding expiry of a session: refreshed by every write.
 DEFAULT_TTL: Final = 24 * 60 * 60.0
+#: Longest accepted TTL (100 years): longer is "forever", which is spelled None.
+MAX_TTL: Final = 100 * 365 * 24 * 60 * 60.0
 #: Longest accepted session id, in characters; keeps keys well under Redis limits.
 MAX_SESSION_ID_LENGTH: Final = 4096
 
@@ -47,6 +49,9 @@ UNSET: Final = Unset.UNSET
 
 def check_session_id(session_id: object) -> str:
     """Return ``session_id`` if every store can key on it, else raise InvalidSessionId."""
+    if type(session_id) is str and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+        if session_id.isascii():
+            return session_id  # the common case, checked first: hot path
     if type(session_id) is not str:
         if isinstance(session_id, str):  # a str subclass: key on its plain value
             session_id = str.__str__(session_id)
@@ -75,21 +80,26 @@ def ttl_seconds(ttl: TTL) -> float | None:
     """Normalise a TTL setting to seconds (None: keep forever)."""
     if ttl is None:
         return None
+    if type(ttl) is float and 0 < ttl <= MAX_TTL:  # the common case first: hot path
+        return ttl
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
         seconds = float(ttl)
     else:
         raise TypeError(f"ttl must be seconds, a timedelta or None, got {ttl!r}")
-    if not seconds > 0:  # also rejects NaN
-        raise ValueError(f"ttl must be positive (or None to keep forever), got {ttl!r}")
+    if not 0 < seconds <= MAX_TTL:  # also rejects NaN and infinity
+        raise ValueError(
+            f"ttl must be positive and at most {MAX_TTL:g} s (or None to keep forever), "
+            f"got {ttl!r}"
+        )
     return seconds
 
 
 def check_limit(name: str, value: int | None, *, minimum: int = 1) -> int | None:
     """Validate a count setting such as max_messages (None: unlimited)."""
-    if value is None:
-        return None
+    if value is None or (type(value) is int and value >= minimum):
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int or None, got {value!r}")
     if value < minimum:

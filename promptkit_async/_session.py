@@ -16,6 +16,7 @@ import enum
 import logging
 import secrets
 import sys
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ._config import (
@@ -219,8 +220,7 @@ class Session:
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
         self._state = _State.OPEN
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = perf_counter()
         try:
             self._entry = await self._locks.acquire(self.session_id, self.lock_timeout)
         except BaseException:
@@ -230,7 +230,7 @@ class Session:
             if getattr(self.store, "distributed_lock", False):
                 left = self.lock_timeout
                 if left is not None:
-                    left = max(0.0, left - (loop.time() - started))
+                    left = max(0.0, left - (perf_counter() - started))
                 self._lease = await self.store.acquire_lease(  # type: ignore[attr-defined]
                     self.session_id, left
                 )
@@ -398,18 +398,14 @@ class Session:
 
     async def _commit(self) -> None:
         batch = self._pending
-        turn_id = secrets.token_hex(12)
         if getattr(self.store, "in_process", False):
-            # Never suspends, so it cannot be interrupted half-way.
+            # Never suspends, so it cannot be interrupted half-way, nor re-sent:
+            # no turn id needed.
             await self.store.append(
-                self.session_id,
-                batch,
-                max_messages=self.max_messages,
-                ttl=self.ttl,
-                turn_id=turn_id,
+                self.session_id, batch, max_messages=self.max_messages, ttl=self.ttl
             )
         else:
-            await self._commit_protected(batch, turn_id)
+            await self._commit_protected(batch, secrets.token_hex(12))
         self._pending = []
         self._pending_bytes = 0
 

@@ -33,8 +33,9 @@ _TURN_MEMORY = 64
 def _approx_size(message: Message) -> int:
     """Roughly the bytes the stored record takes (the text plus record framing)."""
     size = 24 + len(message.content)
-    for call in message.tool_calls:
-        size += 12 + len(call.id) + len(call.name) + len(call.arguments)
+    if message.tool_calls:
+        for call in message.tool_calls:
+            size += 12 + len(call.id) + len(call.name) + len(call.arguments)
     return size
 
 
@@ -152,9 +153,11 @@ class MemoryStore:
         check_limit("max_messages", max_messages)
         seconds = ttl_seconds(ttl)
         batch = list(messages)
+        added = 0
         for i, m in enumerate(batch):
-            if not isinstance(m, Message):
+            if type(m) is not Message and not isinstance(m, Message):
                 raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
+            added += _approx_size(m)
         started = perf_counter()
         now = self._clock()
         self._sweep(now)
@@ -166,7 +169,6 @@ class MemoryStore:
         if turn_id is not None:
             hist.turns.append(turn_id)
         stored = hist.messages
-        added = sum(_approx_size(m) for m in batch)
         stored.extend(batch)
         removed_count = 0
         if max_messages is not None and len(stored) > max_messages:
