@@ -410,45 +410,70 @@ class Session:
         self._pending_bytes = 0
 
     async def _commit_protected(self, batch: list[Message], turn_id: str) -> None:
-        """Run the commit as its own task, so a cancellation cannot cut it in half.
+        """Commit so that a cancellation cannot leave the outcome undecided.
 
-        A cancelled caller waits (up to ``commit_grace``) for the commit to
-        finish or resolve, then re-raises the cancellation. Holding the lock
+        A cancelled caller waits (up to ``commit_grace``) until the commit is
+        finished or settled, then re-raises the cancellation. Holding the lock
         until then keeps the next turn from loading a history that is still
-        being written.
+        being written. Stores that can settle a turn by id (RedisStore) are
+        awaited directly, and a cancellation mid-commit is settled afterwards
+        (applied, or aborted for good); other stores run the commit as a task
+        of its own that the cancelled caller waits for.
         """
+        store = self.store
         extra: dict[str, Any] = {}
         if self._lease is not None:
             extra["fence"] = self._lease.token  # refused if the lease was lost
-        task = asyncio.ensure_future(
-            self.store.append(
-                self.session_id,
-                batch,
-                max_messages=self.max_messages,
-                ttl=self.ttl,
-                turn_id=turn_id,
-                **extra,
-            )
+        commit = store.append(
+            self.session_id,
+            batch,
+            max_messages=self.max_messages,
+            ttl=self.ttl,
+            turn_id=turn_id,
+            **extra,
         )
+        settle = getattr(store, "settle_turn", None)
+        if settle is not None:
+            try:
+                await commit
+            except asyncio.CancelledError:
+                task = asyncio.ensure_future(settle(self.session_id, turn_id))
+                await _wait_bounded(task, self._commit_grace)
+                self._log_commit_after_cancel(task, turn_id)
+                raise
+            return
+        task = asyncio.ensure_future(commit)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             await _wait_bounded(task, self._commit_grace)
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                logger.warning(
-                    "session %r: commit after cancellation failed: %s",
-                    self.session_id,
-                    task.exception(),
-                )
-            elif not task.done():
-                task.cancel()
-                logger.warning(
-                    "session %r: commit of turn %s still running after %.1fs; outcome unknown",
-                    self.session_id,
-                    turn_id,
-                    self._commit_grace,
-                )
+            self._log_commit_after_cancel(task, turn_id)
             raise
+
+    def _log_commit_after_cancel(self, task: asyncio.Future[Any], turn_id: str) -> None:
+        if not task.done():
+            task.cancel()
+            logger.warning(
+                "session %r: commit of turn %s not settled within %.1fs of a cancellation, "
+                "outcome unknown: it is stored once or not at all",
+                self.session_id,
+                turn_id,
+                self._commit_grace,
+            )
+        elif task.cancelled() or task.exception() is not None:
+            logger.warning(
+                "session %r: commit of turn %s after a cancellation: %s",
+                self.session_id,
+                turn_id,
+                "cancelled" if task.cancelled() else task.exception(),
+            )
+        else:
+            logger.info(
+                "session %r: turn %s %s despite a cancellation",
+                self.session_id,
+                turn_id,
+                task.result() if task.result() is not None else "committed",
+            )
 
     async def _commit_after_error(self, exc: BaseException | None) -> None:
         try:

@@ -690,8 +690,7 @@ class RedisStore:
             reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
         except _TRANSIENT as exc:
             raise StoreUnavailable(
-                f"Redis unavailable, session {session_id!r} not saved: "
-                f"{type(exc).__name__}: {exc}",
+                f"Redis unavailable, session {session_id!r} not saved: {type(exc).__name__}: {exc}",
                 session_id=session_id,
                 unsaved=batch,
             ) from exc
@@ -779,6 +778,25 @@ class RedisStore:
                 turn_id=turn_id,
                 unsaved=batch,
             ) from cause
+
+    async def settle_turn(self, session_id: str, turn_id: str) -> Literal["applied", "aborted"]:
+        """Decide a commit whose outcome is unknown: applied, or aborted for good.
+
+        An aborted turn can never apply afterwards, even if its commit is still
+        in flight: the abort marker is checked inside the commit script.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached; still unknown.
+        """
+        session_id = check_session_id(session_id)
+        keys = (
+            _keys.key(self.prefix, session_id, _keys.HISTORY),
+            _keys.key(self.prefix, session_id, _keys.TURNS),
+        )
+        with _mapped_errors(session_id, f"settling a commit of session {session_id!r}"):
+            status = await _resolve_script(self._client, keys, (turn_id, _ABORT_MARKER_TTL_MS))
+        self._cache.pop(session_id, None)
+        return "applied" if int(status) == 1 else "aborted"
 
     async def turn_status(self, session_id: str, turn_id: str) -> TurnStatus:
         """Whether a turn was applied, aborted, or is unknown here (too old or never sent)."""
