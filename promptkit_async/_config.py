@@ -90,8 +90,7 @@ def ttl_seconds(ttl: TTL) -> float | None:
         raise TypeError(f"ttl must be seconds, a timedelta or None, got {ttl!r}")
     if not 0 < seconds <= MAX_TTL:  # also rejects NaN and infinity
         raise ValueError(
-            f"ttl must be positive and at most {MAX_TTL:g} s (or None to keep forever), "
-            f"got {ttl!r}"
+            f"ttl must be positive and at most {MAX_TTL:g} s (or None to keep forever), got {ttl!r}"
         )
     return seconds
 
