@@ -253,7 +253,12 @@ def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> M
             index=index,
         )
     try:
-        return _from_record(cast("dict[str, Any]", rec))
+        message = _from_record(cast("dict[str, Any]", rec))
+        if not message.content.isascii():
+            # A JSON escape can smuggle in a lone surrogate, which loads but
+            # could never be saved again: refuse it here, where it is found.
+            message.content.encode("utf-8")
+        return message
     except (InvalidMessage, LookupError, TypeError, ValueError) as exc:
         version = rec.get("v")
         newer = (

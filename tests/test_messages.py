@@ -105,6 +105,13 @@ def test_corrupt_records(raw: bytes) -> None:
     assert "'sess'" in str(info.value) and "7" in str(info.value)
 
 
+def test_a_stored_lone_surrogate_is_corrupt_history() -> None:
+    with pytest.raises(CorruptHistory, match="surrogate"):
+        decode_message(b'{"v":1,"r":"user","c":"a\\ud800b"}', session_id="s", index=0)
+    ok = decode_message(b'{"v":1,"r":"user","c":"\\ud83d\\ude00"}', session_id="s", index=0)
+    assert ok.content == "\U0001f600"  # an escaped surrogate pair is one emoji
+
+
 def test_lone_surrogate_is_rejected_at_encode() -> None:
     with pytest.raises(InvalidMessage, match="surrogate"):
         encode_message(Message.user("\ud800"))
@@ -135,3 +142,28 @@ def test_to_dict_is_openai_shaped() -> None:
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
         ],
     }
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=60),
+        st.builds(
+            lambda t: b'{"' + t.encode("utf-8", "surrogatepass"),
+            st.text(max_size=60),
+        ),
+        st.builds(
+            lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            st.dictionaries(st.text(max_size=8), st.one_of(st.text(), st.integers())),
+        ),
+    )
+)
+def test_the_fast_decoder_agrees_with_json_loads(raw: bytes) -> None:
+    from promptkit_async._messages import _loads
+
+    try:
+        expected: object = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        with pytest.raises(type(exc)):
+            _loads(raw)
+        return
+    assert repr(_loads(raw)) == repr(expected)  # repr: NaN equals itself
