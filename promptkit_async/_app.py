@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, TTL, OnError, OnLoadError, check_session_id
 from ._messages import Message
+from ._resources import AsyncResource
 from ._session import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURN_BYTES, Session
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
-    from typing_extensions import Self
-
     from ._types import Role
     from .providers._base import Provider
     from .stores._base import Store
@@ -44,7 +41,7 @@ class SessionSettings:
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
 
 
-class Conversations:
+class Conversations(AsyncResource):
     """Opens sessions over one store (and optionally one provider) with shared settings.
 
     Example::
@@ -133,14 +130,3 @@ class Conversations:
                     await self.provider.aclose()
             finally:
                 await self.store.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -38,6 +38,7 @@ from ._exceptions import (
 )
 from ._locks import LockRegistry
 from ._messages import Message
+from ._resources import AsyncResource
 from ._trim import TokenCounter, estimate_tokens, trim
 from .providers._base import Provider, ReplyDone, TextDelta
 
@@ -578,7 +579,7 @@ async def _wait_bounded(task: asyncio.Future[Any], grace: float) -> None:
             continue
 
 
-class ReplyStream:
+class ReplyStream(AsyncResource):
     """The reply of one ``session.stream()`` call: an async iterator of text pieces.
 
     After it is exhausted, :attr:`message` holds the assembled assistant message.
@@ -608,17 +609,6 @@ class ReplyStream:
             await self._gen.aclose()
             raise StopAsyncIteration
         return item
-
-    async def __aenter__(self) -> ReplyStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the reply early and close the HTTP response; nothing is staged."""

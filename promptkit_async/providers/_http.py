@@ -31,12 +31,12 @@ from .._exceptions import (
     ProviderUnavailable,
     RateLimited,
 )
+from .._resources import AsyncResource
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Mapping
 
-    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -137,7 +137,7 @@ def _error_message(body: bytes) -> str | None:
     return None
 
 
-class HTTPProvider:
+class HTTPProvider(AsyncResource):
     """Base for providers that stream Server-Sent Events over one ``httpx.AsyncClient``.
 
     Subclasses build the request (``_url``, ``_headers``) and translate events;
@@ -193,12 +193,6 @@ class HTTPProvider:
         model = getattr(self, "model", None)
         base_url = self._redact(self.base_url)  # in case the key rides in the URL
         return f"{type(self).__name__}(model={model!r}, base_url={base_url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this provider created it. Safe to call twice."""

@@ -13,16 +13,14 @@ import json
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .._exceptions import ProviderError
 from .._messages import Message
+from .._resources import AsyncResource
 from ._base import ReplyDone, StreamEvent, TextDelta
 from ._openai import OpenAIChunkParser
 from ._sse import SSEDecoder
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["Reply", "ScriptedCall", "ScriptedProvider", "echo_reply"]
 
@@ -65,7 +63,7 @@ def echo_reply(messages: Sequence[Message]) -> str:
     )
 
 
-class ScriptedProvider:
+class ScriptedProvider(AsyncResource):
     """Replays replies as a token-by-token stream, without network.
 
     Args:
@@ -108,12 +106,6 @@ class ScriptedProvider:
             f"{type(self).__name__}(replies={len(self._replies)}, "
             f"delay={self.delay!r}, chunk={self.chunk!r})"
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Mark the provider closed. Safe to call twice."""

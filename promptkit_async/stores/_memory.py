@@ -17,12 +17,11 @@ from .._exceptions import InvalidMessage
 from .._locks import LockRegistry
 from .._messages import Message
 from .._metrics import LatencyWindow, Observers, StateMetrics
+from .._resources import AsyncResource
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
-    from types import TracebackType
 
-    from typing_extensions import Self
 
 __all__ = ["MemoryStore"]
 
@@ -49,7 +48,7 @@ class _History:
         self.size = 0
 
 
-class MemoryStore:
+class MemoryStore(AsyncResource):
     """An in-process store with Redis semantics.
 
     Args:
@@ -79,17 +78,6 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._data)})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._closed = True

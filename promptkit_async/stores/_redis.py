@@ -37,13 +37,12 @@ from .._exceptions import (
 from .._locks import LockRegistry
 from .._messages import Message, decode_message, encode_message
 from .._metrics import LatencyWindow, Observers, StateMetrics
+from .._resources import AsyncResource
 from . import _keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
-    from types import TracebackType
 
-    from typing_extensions import Self
 
 __all__ = ["Lease", "RedisStore", "TurnStatus"]
 
@@ -335,7 +334,7 @@ class Lease:
             logger.warning("lease on session %r not released: %s", self.session_id, exc)
 
 
-class RedisStore:
+class RedisStore(AsyncResource):
     """Conversation histories in Redis (standalone or Cluster).
 
     Args:
@@ -475,17 +474,6 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r}, cluster={self.cluster})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client if this store created it; idempotent."""
