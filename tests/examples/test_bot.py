@@ -20,9 +20,9 @@ from ..conftest import wait_until
 from ._support import delete_keys
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-    from promptkit_async import Store
+    from promptkit_async import Message, Store, StreamEvent
 
 USERS, CONVS, MESSAGES = 50, 3, 4
 
@@ -129,12 +129,34 @@ async def test_graceful_stop_mid_run_leaves_only_whole_turns(
             assert message in later
 
 
+class HangAfter:
+    """Scripted (echo) replies for the first ``n`` calls; later calls never answer."""
+
+    def __init__(self, n: int) -> None:
+        self.inner = ScriptedProvider()
+        self.n = n
+        self.calls = 0
+
+    async def stream_reply(
+        self, messages: Sequence[Message], *, system: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        self.calls += 1
+        if self.calls > self.n:
+            await asyncio.Event().wait()  # until cancelled
+        async for event in self.inner.stream_reply(messages, system=system):
+            yield event
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def test_abort_cancels_turns_in_flight_and_writes_nothing_half_done(
     make_store: Callable[[], Store],
 ) -> None:
     sent = traffic()
-    # Each reply streams for ~15 words x 50 ms: turns are surely in flight at stop().
-    async with Conversations(make_store(), provider=ScriptedProvider(delay=0.05)) as chats:
+    # The first 30 replies come at once; every later one hangs until cancelled, so
+    # turns are surely in flight at stop() however the machine schedules the test.
+    async with Conversations(make_store(), provider=HangAfter(30)) as chats:
         bot = Bot(chats, max_concurrency=30)
         queue: asyncio.Queue[Incoming] = asyncio.Queue()
         for message in sent:
