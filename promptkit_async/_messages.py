@@ -59,6 +59,21 @@ class ToolCall:
                     f"ToolCall.{attr} must be str, got {type(getattr(self, attr)).__name__}"
                 )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
+        """From the OpenAI wire shape (``{"id", "function": {"name", "arguments"}}``)
+        or the flat one (``{"id", "name", "arguments"}``).
+
+        Raises:
+            InvalidMessage: neither shape, or arguments that are not a str.
+        """
+        function = data.get("function")
+        source = function if isinstance(function, Mapping) else data
+        try:
+            return cls(data["id"], source["name"], source.get("arguments", "{}"))
+        except KeyError:
+            raise InvalidMessage(f"a tool call needs id and name, got {dict(data)!r}") from None
+
 
 def _check_json(value: object, path: str, depth: int = 0) -> None:
     if depth > 64:
@@ -117,11 +132,14 @@ class Message:
         if self.tool_calls:
             if self.role != "assistant":
                 raise InvalidMessage(f"only assistant messages carry tool_calls, not {self.role}")
-            if not isinstance(self.tool_calls, tuple):
-                object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
-            for call in self.tool_calls:
+            calls = tuple(
+                ToolCall.from_dict(call) if isinstance(call, Mapping) else call
+                for call in self.tool_calls
+            )
+            for call in calls:
                 if not isinstance(call, ToolCall):
-                    raise InvalidMessage(f"tool_calls items must be ToolCall, got {call!r}")
+                    raise InvalidMessage(f"tool_calls items must be ToolCall or dict, got {call!r}")
+            object.__setattr__(self, "tool_calls", calls)
         if self.role == "tool":
             if not isinstance(self.tool_call_id, str) or not self.tool_call_id:
                 raise InvalidMessage("a tool message needs tool_call_id (a non-empty str)")
@@ -149,10 +167,11 @@ class Message:
         cls,
         content: str = "",
         *,
-        tool_calls: Sequence[ToolCall] = (),
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] = (),
         **metadata: JSONValue,
     ) -> Message:
-        return cls("assistant", content, tool_calls=tuple(tool_calls), metadata=metadata)
+        calls = tuple(ToolCall.from_dict(c) if isinstance(c, Mapping) else c for c in tool_calls)
+        return cls("assistant", content, tool_calls=calls, metadata=metadata)
 
     @classmethod
     def tool(cls, content: str, *, tool_call_id: str, **metadata: JSONValue) -> Message:

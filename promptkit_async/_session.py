@@ -491,7 +491,7 @@ class Session:
 
     # -- provider ----------------------------------------------------------------
 
-    def stream(self, content: str | Message) -> ReplyStream:
+    def stream(self, content: str | Message, *, provider: Provider | None = None) -> ReplyStream:
         """Send the window plus a new user message; iterate the reply text as it arrives.
 
         The user message and the assembled reply are staged together when the
@@ -505,7 +505,8 @@ class Session:
             ProviderError: the call failed (nothing is staged).
         """
         self._check_open()
-        if self.provider is None:
+        provider = provider or self.provider
+        if provider is None:
             raise SessionStateError(
                 f"session {self.session_id!r} has no provider: pass provider=... to Session"
             )
@@ -514,12 +515,12 @@ class Session:
         user = content if isinstance(content, Message) else Message.user(content)
         if user.role not in ("user", "tool"):
             raise InvalidMessage(f"stream() sends a user or tool message, not {user.role}")
-        self._stream = ReplyStream(self._run(self.provider, user))
+        self._stream = ReplyStream(self._run(provider, user))
         return self._stream
 
-    async def send(self, content: str | Message) -> Message:
+    async def send(self, content: str | Message, *, provider: Provider | None = None) -> Message:
         """Like :meth:`stream`, but wait for the whole reply and return it."""
-        async with self.stream(content) as reply:
+        async with self.stream(content, provider=provider) as reply:
             async for _ in reply:
                 pass
         assert reply.message is not None

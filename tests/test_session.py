@@ -187,7 +187,7 @@ def test_redis_store_rejects_decoded_clients() -> None:
     import redis.asyncio as aioredis
 
     with pytest.raises(ValueError, match="decode_responses=False"):
-        RedisStore(aioredis.Redis(decode_responses=True))
+        RedisStore(aioredis.Redis(decode_responses=True), compress_above=100)
     with pytest.raises(TypeError):
         RedisStore("redis://localhost")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="braces"):
@@ -244,3 +244,58 @@ def test_public_names() -> None:
 def test_ttl_alias_is_exported_for_typing() -> None:
     t: TTL = 5
     assert t == 5
+
+
+async def test_a_client_with_decode_responses_works(redis_url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisStore(client, prefix=prefix, near_cache=10)
+    try:
+        for i in range(2):
+            async with Session(store, "text:{1}", max_messages=3) as s:
+                s.add(Message.user(f"q{i} é"), Message.assistant(f"a{i}"))
+        assert [m.content for m in await store.load("text:{1}")] == ["a0", "q1 é", "a1"]
+        async with Session(store, "text:{1}") as s:
+            assert len(s.history) == 3  # served by the near cache, revalidated
+        assert await store.list_sessions("text:") == ["text:{1}"]
+        assert (await store.metrics()).active_sessions == 1
+        assert await store.delete("text:{1}")
+    finally:
+        await client.delete(f"{prefix}:index")
+        await client.aclose()
+
+
+def test_tool_calls_may_be_given_as_dicts() -> None:
+    from promptkit_async import ToolCall
+
+    wire = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    flat = {"id": "c2", "name": "g", "arguments": '{"x":1}'}
+    m = Message.assistant("", tool_calls=[wire, flat])
+    assert m.tool_calls == (ToolCall("c1", "f", "{}"), ToolCall("c2", "g", '{"x":1}'))
+    assert Message("assistant", tool_calls=[wire]).tool_calls == (ToolCall("c1", "f", "{}"),)  # type: ignore[arg-type]
+    with pytest.raises(InvalidMessage, match="needs id and name"):
+        Message.assistant("", tool_calls=[{"function": {}}])
+    with pytest.raises(InvalidMessage, match="ToolCall or dict"):
+        Message.assistant("", tool_calls=["call"])  # type: ignore[list-item]
+
+
+async def test_list_sessions_is_sorted_and_literal() -> None:
+    store = MemoryStore()
+    for sid in ["b-2", "a-1", "a-*", "a-10"]:
+        await store.append(sid, [Message.user("x")])
+    assert await store.list_sessions("a-") == ["a-*", "a-1", "a-10"]
+    assert await store.list_sessions("a-*") == ["a-*"]
+    assert await store.list_sessions() == ["a-*", "a-1", "a-10", "b-2"]
+
+
+async def test_the_provider_can_be_given_per_call() -> None:
+    from promptkit_async import ScriptedProvider
+
+    store = MemoryStore()
+    async with Session(store, "p") as s:
+        reply = await s.send("hi", provider=ScriptedProvider(["hello"]))
+        assert reply.content == "hello"
+        pieces = [t async for t in s.stream("again", provider=ScriptedProvider(["a b"]))]
+        assert pieces == ["a ", "b"]
+    assert len(await store.load("p")) == 4

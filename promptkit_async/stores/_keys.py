@@ -59,12 +59,15 @@ def glob_escape(text: str) -> str:
     return "".join(out)
 
 
-def parse_key(prefix: str, raw: bytes, kind: str = HISTORY) -> str | None:
+def parse_key(prefix: str, raw: bytes | str, kind: str = HISTORY) -> str | None:
     """The session id of a key of this schema, or None if it is not one."""
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        return None
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            return None
     head = f"{prefix}:{{"
     tail = f"}}:{kind}"
     if not (text.startswith(head) and text.endswith(tail)):

@@ -207,6 +207,10 @@ class MemoryStore(AsyncResource):
             if self._live(session_id, now) is not None:
                 yield session_id
 
+    async def list_sessions(self, prefix: str = "") -> list[str]:
+        """The ids of sessions starting with ``prefix``, sorted (see :meth:`sessions`)."""
+        return sorted({session_id async for session_id in self.sessions(prefix)})
+
     async def delete_prefix(self, prefix: str) -> int:
         """Erase every session whose id starts with ``prefix``; returns how many."""
         if not isinstance(prefix, str) or not prefix:

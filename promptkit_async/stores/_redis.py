@@ -338,9 +338,10 @@ class RedisStore(AsyncResource):
     """Conversation histories in Redis (standalone or Cluster).
 
     Args:
-        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
-            created with ``decode_responses=False``. It is borrowed: ``aclose()``
-            leaves it open. Use :meth:`from_url` to let the store own one.
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``.
+            It is borrowed: ``aclose()`` leaves it open. Use :meth:`from_url` to
+            let the store own one. ``decode_responses=False`` (redis-py's default)
+            is slightly faster and is required for ``compress_above``.
         prefix: first part of every key; must not contain ``{`` or ``}``.
         compress_above: zlib-compress stored records larger than this many
             bytes (None: never). Reads decode either form whatever the setting.
@@ -375,10 +376,10 @@ class RedisStore(AsyncResource):
                 "RedisStore needs a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
                 f"got {type(client).__name__}"
             )
-        if _connection_kwargs(client).get("decode_responses"):
+        if _connection_kwargs(client).get("decode_responses") and compress_above is not None:
             raise ValueError(
-                "RedisStore needs a client created with decode_responses=False: "
-                "stored records are bytes (possibly compressed)"
+                "compress_above needs a client created with decode_responses=False: "
+                "compressed records are bytes, not text"
             )
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
@@ -869,6 +870,10 @@ class RedisStore(AsyncResource):
                 session_id = _keys.parse_key(self.prefix, raw)
                 if session_id is not None and session_id.startswith(prefix):
                     yield session_id
+
+    async def list_sessions(self, prefix: str = "") -> list[str]:
+        """The ids of sessions starting with ``prefix``, sorted (see :meth:`sessions`)."""
+        return sorted({session_id async for session_id in self.sessions(prefix)})
 
     async def delete_prefix(self, prefix: str) -> int:
         """Erase every session whose id starts with ``prefix``; returns how many.
