@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -345,3 +345,39 @@ async def test_every_key_a_commit_writes_expires(
     # A session kept forever keeps its keys (and the index listing it) forever.
     await truth.append("c", [u("z")], ttl=None)
     assert await redis_client.pttl(truth.key("c")) == -1
+
+
+async def test_a_connection_torn_down_inside_redis_py_is_a_store_error(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's Cluster client can lose a connection's writer mid-send (AttributeError)."""
+    from redis.asyncio.connection import Connection
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix=prefix)
+    real: Any = client.execute_command
+    broken = {"EVALSHA": 1, "LRANGE": 1}
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        name = args[0]
+        if broken.get(name):
+            broken[name] -= 1
+            await Connection()._send_packed_command([b"PING"])  # the writer is None
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", flaky)
+    try:
+        with pytest.raises(StoreUnavailable, match="connection broke"):
+            await store.load("s")
+        # The commit's outcome was unknown: it is settled by turn id (here: never
+        # sent, so aborted for good) and reported as not saved.
+        with pytest.raises(StoreUnavailable) as info:
+            await store.append("s", [Message.user("x")], turn_id="t1")
+        assert info.value.unsaved == (Message.user("x"),)
+        assert await store.turn_status("s", "t1") == "aborted"
+        await store.append("s", [Message.user("y")])
+        assert [m.content for m in await store.load("s")] == ["y"]
+    finally:
+        await store.delete("s")
+        await client.delete(f"{prefix}:index")
+        await client.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections import OrderedDict
 from time import perf_counter
@@ -251,10 +252,33 @@ _TRANSIENT = (
 )
 
 
+def _broken_connection(exc: BaseException) -> bool:
+    """An internal error of redis-py's own connection handling, not of ours.
+
+    redis-py 8.1's Cluster client can tear a connection down while another
+    command is being sent on it (a topology refresh during a slot migration);
+    the sender then fails with AttributeError on the vanished writer. For the
+    caller that is a broken connection, and a commit's outcome is unknown.
+    """
+    if not isinstance(exc, AttributeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 @contextlib.contextmanager
 def _mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
     try:
         yield
+    except AttributeError as exc:
+        if not _broken_connection(exc):
+            raise
+        raise StoreUnavailable(
+            f"Redis connection broke while {action}: {type(exc).__name__}: {exc}",
+            session_id=session_id,
+        ) from exc
     except (rexc.ConnectionError, rexc.TimeoutError, OSError, *_TRANSIENT) as exc:
         raise StoreUnavailable(
             f"Redis unavailable while {action}: {type(exc).__name__}: {exc}",
@@ -664,6 +688,10 @@ class RedisStore(AsyncResource):
         )
         try:
             reply = await _commit_script(self._client, keys, args)
+        except AttributeError as exc:
+            if not _broken_connection(exc):
+                raise
+            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
             # The error describes the client's last attempt only: after its own
             # retries, an earlier attempt may have run with its reply lost, so
@@ -753,7 +781,9 @@ class RedisStore(AsyncResource):
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
         try:
             return int(await _resolve_script(self._client, keys, (turn_id, _ABORT_MARKER_TTL_MS)))
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, OSError, AttributeError) as exc:
+            if isinstance(exc, AttributeError) and not _broken_connection(exc):
+                raise
             logger.warning(
                 "commit of session %r turn %s: reply lost and not resolved (%s)",
                 session_id,
