@@ -424,9 +424,9 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return asyncio.run(_demo(args.delay))
     try:
+        if args.command == "demo":
+            return asyncio.run(_demo(args.delay))
         return asyncio.run(_COMMANDS[args.command](args))
     except _Fail as exc:
         _err(str(exc))

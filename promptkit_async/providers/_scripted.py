@@ -52,7 +52,9 @@ def echo_reply(messages: Sequence[Message]) -> str:
     said = [m.content for m in messages if m.role == "user"]
     if not said:
         return "Hello! Tell me something and I will remember it."
-    reply = f'You said: "{_quote(said[-1])}".'
+    last = _quote(said[-1])
+    # No second full stop after a quote that already ends a sentence.
+    reply = f'You said: "{last}"' + ("" if last.endswith((".", "!", "?", "…")) else ".")
     if len(said) == 1:
         return reply + " That is the first thing you told me in this conversation."
     earlier = len(said) - 1
