@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, TTL, OnError, OnLoadError, check_session_id
 from ._messages import Message
 from ._resources import AsyncResource
-from ._session import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURN_BYTES, Session
+from ._session import (
+    DEFAULT_COMMIT_GRACE,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_TURN_BYTES,
+    Session,
+)
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
@@ -39,6 +44,7 @@ class SessionSettings:
     save_unanswered: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
+    commit_grace: float = DEFAULT_COMMIT_GRACE
 
 
 class Conversations(AsyncResource):
@@ -70,20 +76,28 @@ class Conversations(AsyncResource):
         self.store = store
         self.provider = provider
         self.settings = SessionSettings(**settings)
+        self.session("settings-check")  # bad settings fail here, not on every request
         self._owns = owns
         self._closed = False
 
     def __repr__(self) -> str:
         return f"Conversations(store={self.store!r}, provider={self.provider!r})"
 
-    def session(self, session_id: str, *, lazy: bool = False, **overrides: Any) -> Session:
+    def session(
+        self,
+        session_id: str,
+        *,
+        lazy: bool = False,
+        provider: Provider | None = None,
+        **overrides: Any,
+    ) -> Session:
         """A new :class:`Session` with these settings (``overrides`` win)."""
         settings = replace(self.settings, **overrides) if overrides else self.settings
         return Session(
             self.store,
             session_id,
             lazy=lazy,
-            provider=self.provider,
+            provider=provider or self.provider,
             max_messages=settings.max_messages,
             ttl=settings.ttl,
             system=settings.system,
@@ -95,6 +109,7 @@ class Conversations(AsyncResource):
             save_unanswered=settings.save_unanswered,
             max_message_bytes=settings.max_message_bytes,
             max_turn_bytes=settings.max_turn_bytes,
+            commit_grace=settings.commit_grace,
         )
 
     async def execute(self, session_id: str, role: Role, content: str) -> Message | None:

@@ -57,8 +57,22 @@ __all__ = [
 ]
 
 
+def _restore(
+    cls: type[PromptKitError], args: tuple[object, ...], state: dict[str, object]
+) -> PromptKitError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class PromptKitError(Exception):
     """Root of every error raised by promptkit_async."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only attributes are not in ``args``: pickle the state instead,
+        # so errors cross process boundaries (multiprocessing, task queues).
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class InvalidSessionId(PromptKitError, ValueError):

@@ -129,6 +129,16 @@ class Message:
             raise InvalidMessage(
                 f"{self.role} message content must be str, got {type(self.content).__name__}"
             )
+        if not self.content.isascii():
+            try:
+                self.content.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidMessage(
+                    f"{self.role} message content contains a lone surrogate, "
+                    "which cannot be stored as UTF-8"
+                ) from None
+        if type(self.tool_calls) is not tuple:
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
         if self.tool_calls:
             if self.role != "assistant":
                 raise InvalidMessage(f"only assistant messages carry tool_calls, not {self.role}")
@@ -152,7 +162,14 @@ class Message:
                 raise InvalidMessage(
                     f"metadata must be a mapping, got {type(self.metadata).__name__}"
                 )
-            _check_json(dict(self.metadata), "metadata")
+            # A copy: the caller's dict changing later must not change this message.
+            metadata = dict(self.metadata)
+            _check_json(metadata, "metadata")
+            object.__setattr__(self, "metadata", metadata)
+
+    def __hash__(self) -> int:
+        # Metadata (a dict) stays out of the hash; equal messages still hash equal.
+        return hash((self.role, self.content, self.tool_calls, self.tool_call_id, self.name))
 
     @classmethod
     def system(cls, content: str, **metadata: JSONValue) -> Message:

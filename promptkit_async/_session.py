@@ -196,6 +196,8 @@ class Session:
         self.save_unanswered = save_unanswered
         self.max_message_bytes = check_limit("max_message_bytes", max_message_bytes) or 0
         self.max_turn_bytes = check_limit("max_turn_bytes", max_turn_bytes) or 0
+        if not 0 <= commit_grace < float("inf"):
+            raise ValueError(f"commit_grace must be >= 0 seconds, got {commit_grace!r}")
         self._commit_grace = commit_grace
         self._locks = _registry_for(store)
         self._state = _State.NEW
@@ -511,7 +513,10 @@ class Session:
                 f"session {self.session_id!r} has no provider: pass provider=... to Session"
             )
         if self._stream is not None and not self._stream.finished:
-            raise SessionStateError("a reply is already streaming in this session")
+            raise SessionStateError(
+                "a reply is already streaming in this session: read it to the end, or close "
+                "it first (await reply.aclose(), or use `async with session.stream(...)`)"
+            )
         user = content if isinstance(content, Message) else Message.user(content)
         if user.role not in ("user", "tool"):
             raise InvalidMessage(f"stream() sends a user or tool message, not {user.role}")
@@ -537,7 +542,7 @@ class Session:
             count_tokens=self.token_counter,
         )
         if not window or window[-1] is not user:  # a token budget smaller than the question
-            window = [user]
+            window = _minimal_window([*self.history, *self._pending], user)
         reply: Message | None = None
         events = provider.stream_reply(window, system=self.system)
         try:
@@ -546,6 +551,8 @@ class Session:
                     yield event.text
                 elif type(event) is ReplyDone:
                     reply = event.message
+        except GeneratorExit:
+            raise  # the caller stopped reading: not a failure, nothing is staged
         except BaseException:
             if self.save_unanswered:
                 self.add(user)
@@ -558,6 +565,16 @@ class Session:
             raise ProviderStreamError("the provider stream ended without a complete reply")
         self.add(user, reply)
         yield reply
+
+
+def _minimal_window(before: list[Message], user: Message) -> list[Message]:
+    """The least an API accepts: the new message, with its tool call if it is a result."""
+    if user.role != "tool":
+        return [user]
+    for i in range(len(before) - 1, -1, -1):
+        if before[i].role == "assistant" and before[i].tool_calls:
+            return [*before[i:], user]  # the call and every result given so far
+    return [user]
 
 
 async def _aclose(events: AsyncIterator[Any]) -> None:

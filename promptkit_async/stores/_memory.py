@@ -7,8 +7,9 @@ same in production. State is per instance, never module-global.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,11 @@ class MemoryStore(AsyncResource):
     ) -> None:
         self._clock = clock
         self._data: dict[str, _History] = {}
-        # Sessions with a TTL, oldest write first: expired ones are swept from
-        # the front in amortised O(1) instead of scanning every session.
-        self._expiry: OrderedDict[str, None] = OrderedDict()
+        # (expires_at, session id) of every write with a TTL, earliest first:
+        # expired sessions are swept from the top in O(log n) each, whatever mix
+        # of TTLs they have. Entries made stale by a later write are skipped,
+        # and the heap is rebuilt when they outnumber the live sessions.
+        self._expiry: list[tuple[float, str]] = []
         self.locks = LockRegistry()
         self.observers = Observers(observers)
         self._load_latency = LatencyWindow()
@@ -91,7 +94,6 @@ class MemoryStore(AsyncResource):
 
     def _drop(self, session_id: str) -> None:
         hist = self._data.pop(session_id, None)
-        self._expiry.pop(session_id, None)
         if hist is not None:
             self._messages_total -= len(hist.messages)
             self._bytes_total -= hist.size
@@ -102,12 +104,20 @@ class MemoryStore(AsyncResource):
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
-        while expiry:
-            oldest = next(iter(expiry))
-            hist = self._data.get(oldest)
-            if hist is not None and hist.expires_at is not None and hist.expires_at > now:
-                break
-            self._drop(oldest)
+        while expiry and expiry[0][0] <= now:
+            expires_at, session_id = heapq.heappop(expiry)
+            hist = self._data.get(session_id)
+            if hist is not None and hist.expires_at == expires_at:
+                self._drop(session_id)
+
+    def _schedule(self, session_id: str, expires_at: float) -> None:
+        expiry = self._expiry
+        heapq.heappush(expiry, (expires_at, session_id))
+        if len(expiry) > 2 * len(self._data) + 64:
+            self._expiry = [
+                (h.expires_at, sid) for sid, h in self._data.items() if h.expires_at is not None
+            ]
+            heapq.heapify(self._expiry)
 
     async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
         """The newest ``limit`` messages (all when None), oldest first."""
@@ -141,6 +151,8 @@ class MemoryStore(AsyncResource):
         check_limit("max_messages", max_messages)
         seconds = ttl_seconds(ttl)
         batch = list(messages)
+        if not batch:
+            return  # as on Redis: nothing to write creates nothing
         added = 0
         for i, m in enumerate(batch):
             if type(m) is not Message and not isinstance(m, Message):
@@ -168,11 +180,9 @@ class MemoryStore(AsyncResource):
         self._messages_total += len(batch) - removed_count
         if seconds is None:
             hist.expires_at = None
-            self._expiry.pop(session_id, None)
         else:
             hist.expires_at = now + seconds
-            self._expiry[session_id] = None
-            self._expiry.move_to_end(session_id)
+            self._schedule(session_id, hist.expires_at)
         elapsed = perf_counter() - started
         self._save_latency.add(elapsed)
         if self.observers:
@@ -223,9 +233,7 @@ class MemoryStore(AsyncResource):
     async def metrics(self, *, sample: int = 200) -> StateMetrics:
         """A snapshot in O(1) (plus sweeping what expired): exact counts, estimated bytes.
 
-        ``storage_used`` estimates the stored size (record text plus framing);
-        sessions whose TTL passed are counted until swept, which happens on
-        every write and here for uniform TTLs.
+        ``storage_used`` estimates the stored size (record text plus framing).
         """
         check_limit("sample", sample)
         self._sweep(self._clock())

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 from collections import OrderedDict
 from time import perf_counter
@@ -211,6 +212,9 @@ class _Script:
             return await client.execute_command("EVAL", self.source, len(keys), *keys, *args)
 
 
+#: Fire-and-forget releases still running (kept referenced until done).
+_background: set[asyncio.Task[None]] = set()
+
 _commit_script = _Script(_COMMIT)
 _resolve_script = _Script(_RESOLVE)
 _load_if_changed_script = _Script(_LOAD_IF_CHANGED)
@@ -243,6 +247,9 @@ def _client_retries(client: aioredis.Redis | RedisCluster) -> int:
 
 
 #: Passing states of a Cluster or a failover: the command did not run, try later.
+#: Everything redis-py raises for a failed command (its Cluster errors are not RedisErrors).
+_REDIS_FAILURES = (rexc.RedisError, rexc.RedisClusterException, OSError)
+
 _TRANSIENT = (
     rexc.ClusterDownError,
     rexc.TryAgainError,
@@ -279,16 +286,37 @@ def _mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
             f"Redis connection broke while {action}: {type(exc).__name__}: {exc}",
             session_id=session_id,
         ) from exc
-    except (rexc.ConnectionError, rexc.TimeoutError, OSError, *_TRANSIENT) as exc:
+    except (
+        rexc.ConnectionError,
+        rexc.TimeoutError,
+        rexc.InvalidResponse,
+        OSError,
+        *_TRANSIENT,
+    ) as exc:
         raise StoreUnavailable(
             f"Redis unavailable while {action}: {type(exc).__name__}: {exc}",
             session_id=session_id,
         ) from exc
+    except UnicodeDecodeError as exc:
+        # A client with decode_responses=True meeting bytes that are not text
+        # (a compressed record, or a foreign key).
+        message = (
+            f"Redis returned bytes that are not UTF-8 text while {action} ({exc}); "
+            "a client with decode_responses=True cannot read compressed records"
+        )
+        if session_id is not None:
+            raise CorruptHistory(message, session_id=session_id) from exc
+        raise StoreError(message) from exc
     except rexc.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE") and session_id is not None:
+        text = str(exc)
+        if text.startswith("WRONGTYPE") and session_id is not None:
             raise CorruptHistory(
                 f"session {session_id!r}: the Redis key has the wrong type ({exc})",
                 session_id=session_id,
+            ) from exc
+        if text.startswith(("BUSY", "LOADING", "MASTERDOWN")):
+            raise StoreUnavailable(
+                f"Redis unavailable while {action}: {exc}", session_id=session_id
             ) from exc
         raise StoreError(f"Redis refused {action}: {exc}") from exc
     except rexc.RedisError as exc:
@@ -337,7 +365,7 @@ class Lease:
             await asyncio.sleep(store.lease_ttl / 3)
             try:
                 held = await _renew_script(store._client, (self.key,), (self.token, ttl_ms))
-            except rexc.RedisError as exc:
+            except _REDIS_FAILURES as exc:
                 logger.warning("lease on session %r not renewed: %s", self.session_id, exc)
                 continue
             if not held:
@@ -350,11 +378,11 @@ class Lease:
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # The renewer's own failure must never fail a turn that was committed.
+            await asyncio.gather(renewer, return_exceptions=True)
         try:
             await _release_script(self._store._client, (self.key,), (self.token,))
-        except rexc.RedisError as exc:  # it expires by itself
+        except _REDIS_FAILURES as exc:  # it expires by itself
             logger.warning("lease on session %r not released: %s", self.session_id, exc)
 
 
@@ -409,8 +437,8 @@ class RedisStore(AsyncResource):
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
         check_limit("compress_above", compress_above, minimum=0)
         check_limit("near_cache", near_cache, minimum=0)
-        if not lease_ttl > 0:
-            raise ValueError(f"lease_ttl must be positive, got {lease_ttl!r}")
+        if not 0.01 <= lease_ttl < 1e9:
+            raise ValueError(f"lease_ttl must be at least 0.01 seconds, got {lease_ttl!r}")
         self._client = client
         self._owns_client = False
         self.prefix = prefix
@@ -664,7 +692,7 @@ class RedisStore(AsyncResource):
         max_messages: int | None,
         seconds: float | None,
         fence: str | None,
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str | None]:
         keys: tuple[bytes, ...] = (
             _keys.key(self.prefix, session_id, _keys.HISTORY),
             _keys.key(self.prefix, session_id, _keys.TURNS),
@@ -691,7 +719,9 @@ class RedisStore(AsyncResource):
         except AttributeError as exc:
             if not _broken_connection(exc):
                 raise
-            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
+            # Settled by id: the version before it is unknown, so the near cache
+            # must not extend its window (None drops the entry).
+            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), None]
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
             # The error describes the client's last attempt only: after its own
             # retries, an earlier attempt may have run with its reply lost, so
@@ -704,7 +734,9 @@ class RedisStore(AsyncResource):
                     session_id=session_id,
                     unsaved=batch,
                 ) from exc
-            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), b""]
+            # Settled by id: the version before it is unknown, so the near cache
+            # must not extend its window (None drops the entry).
+            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), None]
         except _TRANSIENT as exc:
             raise StoreUnavailable(
                 f"Redis unavailable, session {session_id!r} not saved: {type(exc).__name__}: {exc}",
@@ -732,7 +764,11 @@ class RedisStore(AsyncResource):
                 unsaved=batch,
             ) from exc
         status = int(reply[0])
-        previous = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1] or "")
+        previous: str | None
+        if reply[1] is None:
+            previous = None
+        else:
+            previous = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         if status == -1:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn_id} was aborted earlier",
@@ -751,14 +787,14 @@ class RedisStore(AsyncResource):
     def _advance_cache(
         self,
         session_id: str,
-        previous: str,
+        previous: str | None,
         turn_id: str,
         batch: list[Message],
         max_messages: int | None,
     ) -> None:
         """After our own commit, extend the cached window if nobody wrote in between."""
         entry = self._cache.get(session_id)
-        if entry is None or entry.version != previous:
+        if entry is None or previous is None or entry.version != previous:
             self._cache.pop(session_id, None)
             return
         combined = entry.messages + tuple(batch)
@@ -781,7 +817,7 @@ class RedisStore(AsyncResource):
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
         try:
             return int(await _resolve_script(self._client, keys, (turn_id, _ABORT_MARKER_TTL_MS)))
-        except (rexc.RedisError, OSError, AttributeError) as exc:
+        except (*_REDIS_FAILURES, AttributeError) as exc:
             if isinstance(exc, AttributeError) and not _broken_connection(exc):
                 raise
             logger.warning(
@@ -844,8 +880,14 @@ class RedisStore(AsyncResource):
         deadline = None if timeout is None else loop.time() + timeout
         pause = 0.005
         while True:
-            with _mapped_errors(session_id, f"taking the lease of session {session_id!r}"):
-                got = await self._client.execute_command("SET", k, token, "NX", "PX", ttl_ms)
+            try:
+                with _mapped_errors(session_id, f"taking the lease of session {session_id!r}"):
+                    got = await self._client.execute_command("SET", k, token, "NX", "PX", ttl_ms)
+            except BaseException:
+                # The SET may have run with its reply lost (or the wait was cancelled
+                # after it was sent): give back a lease we might hold, in the background.
+                self._release_in_background(k, token)
+                raise
             if got:
                 lease = Lease(self, session_id, k, token)
                 lease._start()
@@ -854,6 +896,18 @@ class RedisStore(AsyncResource):
                 raise SessionBusy(session_id, timeout or 0.0)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    def _release_in_background(self, key: bytes, token: str) -> None:
+        async def release() -> None:
+            with contextlib.suppress(*_REDIS_FAILURES):
+                await _release_script(self._client, (key,), (token,))
+
+        try:
+            task = asyncio.get_running_loop().create_task(release())
+        except RuntimeError:  # pragma: no cover - no loop: the lease expires by itself
+            return
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     # -- erase and inspect --------------------------------------------------------
 
@@ -1015,8 +1069,12 @@ def _connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
     return dict(client.connection_pool.connection_kwargs)
 
 
+_SECRET_QUERY = re.compile(r"((?:password|pass|pwd|token)=)[^&#\s]*", re.IGNORECASE)
+
+
 def _redact(url: str) -> str:
-    """Hide the password of a URL for messages."""
+    """Hide the password of a URL (userinfo or ``?password=``) for messages."""
+    url = _SECRET_QUERY.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
