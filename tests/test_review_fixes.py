@@ -195,3 +195,42 @@ async def test_near_cache_after_a_settled_commit_is_reread(
         await client_a.delete(f"{prefix}:index")
         await client_a.aclose()
         await client_b.aclose()
+
+
+async def test_a_store_that_cannot_connect_says_not_saved_not_unknown() -> None:
+    from .conftest import free_port
+
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5, retries=2
+    )
+    async with store:
+        with pytest.raises(StoreUnavailable) as info:
+            await store.append("s", [Message.user("x")])
+        assert not isinstance(info.value, CommitOutcomeUnknown)
+        assert "not saved" in str(info.value)
+        assert info.value.unsaved == (Message.user("x"),)
+        with pytest.raises(StoreUnavailable):
+            await store.load("s")
+
+
+async def test_the_store_resends_a_commit_whose_reply_was_lost(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore.from_url(redis_url, prefix=prefix, retries=2)
+    client: Any = store.client
+    real = client.execute_command
+    sent: list[str] = []
+
+    async def lossy(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        if args[0] == "EVALSHA" and not sent:
+            sent.append("lost")
+            raise ConnectionError("reply lost")  # applied, reply never seen
+        return result
+
+    monkeypatch.setattr(client, "execute_command", lossy)
+    async with store:
+        await store.append("r", [Message.user("once")])  # re-sent: applies once
+        assert [m.content for m in await store.load("r")] == ["once"]
+        await store.delete("r")
+        await client.delete(f"{prefix}:index")

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from .._config import DEFAULT_TTL, TTL, check_limit, check_session_id, ttl_seconds
 from .._exceptions import (
@@ -459,6 +459,9 @@ class RedisStore(AsyncResource):
         self._load_latency = LatencyWindow()
         self._save_latency = LatencyWindow()
         self._memory_usage = True
+        # Retries made by the store itself (from_url); 0: the client retries, if at all.
+        self._retries = 0
+        self._backoff = ExponentialBackoff(cap=0.5, base=0.05)
         self._closed = False
 
     @classmethod
@@ -511,6 +514,10 @@ class RedisStore(AsyncResource):
             if cluster:
                 client = RedisCluster.from_url(url, max_connections=max_connections, **options)
             else:
+                # The store retries by itself (see _call): it knows which failed
+                # attempt cannot have reached Redis, which redis-py's retry hides.
+                if "retry" not in (client_options or {}):
+                    options["retry"] = Retry(NoBackoff(), 0)
                 pool = aioredis.BlockingConnectionPool.from_url(
                     url, max_connections=max_connections, timeout=pool_timeout, **options
                 )
@@ -519,6 +526,8 @@ class RedisStore(AsyncResource):
             raise ValueError(f"bad Redis URL {_redact(url)!r}: {_redact(str(exc))}") from None
         store = cls(client, **store_options)
         store._owns_client = True
+        if not cluster and "retry" not in (client_options or {}):
+            store._retries = max(0, retries)
         return store
 
     @property
@@ -569,9 +578,7 @@ class RedisStore(AsyncResource):
             else:
                 k = _keys.key(self.prefix, session_id, _keys.HISTORY)
                 with _mapped_errors(session_id, f"loading session {session_id!r}"):
-                    raw = await self._client.execute_command(
-                        "LRANGE", k, -limit if limit else 0, -1
-                    )
+                    raw = await self._read("LRANGE", k, -limit if limit else 0, -1)
                 messages = self._decode(session_id, raw, limit)
         except Exception as exc:
             if self.observers:
@@ -582,6 +589,17 @@ class RedisStore(AsyncResource):
         if self.observers:
             self.observers.load(session_id, elapsed, len(messages))
         return messages
+
+    async def _read(self, *args: Any) -> Any:
+        """A read-only command, retried by the store on connection failures."""
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._client.execute_command(*args)
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                if attempt == self._retries or _pool_exhausted(exc):
+                    raise
+            await asyncio.sleep(self._backoff.compute(attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _decode(self, session_id: str, raw: list[bytes], limit: int | None) -> list[Message]:
         windowed = limit is not None and len(raw) == limit
@@ -715,28 +733,7 @@ class RedisStore(AsyncResource):
             *entries,
         )
         try:
-            reply = await _commit_script(self._client, keys, args)
-        except AttributeError as exc:
-            if not _broken_connection(exc):
-                raise
-            # Settled by id: the version before it is unknown, so the near cache
-            # must not extend its window (None drops the entry).
-            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), None]
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            # The error describes the client's last attempt only: after its own
-            # retries, an earlier attempt may have run with its reply lost, so
-            # only a single attempt that failed to connect proves nothing ran.
-            if _pool_exhausted(exc) or (
-                _is_connect_failure(exc) and _client_retries(self._client) == 0
-            ):
-                raise StoreUnavailable(
-                    f"Redis unavailable, session {session_id!r} not saved: {exc}",
-                    session_id=session_id,
-                    unsaved=batch,
-                ) from exc
-            # Settled by id: the version before it is unknown, so the near cache
-            # must not extend its window (None drops the entry).
-            reply = [await self._resolve(session_id, keys[:2], turn_id, batch, exc), None]
+            reply = await self._send_commit(session_id, keys, args, turn_id, batch)
         except _TRANSIENT as exc:
             raise StoreUnavailable(
                 f"Redis unavailable, session {session_id!r} not saved: {type(exc).__name__}: {exc}",
@@ -783,6 +780,45 @@ class RedisStore(AsyncResource):
                 unsaved=batch,
             )
         return status, previous
+
+    async def _send_commit(
+        self,
+        session_id: str,
+        keys: tuple[bytes, ...],
+        args: tuple[Any, ...],
+        turn_id: str,
+        batch: list[Message],
+    ) -> Any:
+        """Send the commit script, re-sending it (same turn id: it applies once) on
+        connection failures; decide the outcome when no attempt got a reply."""
+        maybe_sent = False
+        for attempt in range(self._retries + 1):
+            try:
+                return await _commit_script(self._client, keys, args)
+            except AttributeError as exc:
+                if not _broken_connection(exc):
+                    raise
+                failure: BaseException = exc
+                maybe_sent = True
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                failure = exc
+                if _pool_exhausted(exc):
+                    break  # no connection was had: nothing was sent
+                # A failed connect proves nothing ran, unless the client retried
+                # by itself and an earlier attempt of its own lost its reply.
+                if not _is_connect_failure(exc) or _client_retries(self._client) != 0:
+                    maybe_sent = True
+            if attempt < self._retries:
+                await asyncio.sleep(self._backoff.compute(attempt + 1))
+        if not maybe_sent:
+            raise StoreUnavailable(
+                f"Redis unavailable, session {session_id!r} not saved: {failure}",
+                session_id=session_id,
+                unsaved=batch,
+            ) from failure
+        # Settled by id: the version before it is unknown, so the near cache must
+        # not extend its window (None drops the entry).
+        return [await self._resolve(session_id, keys[:2], turn_id, batch, failure), None]
 
     def _advance_cache(
         self,
