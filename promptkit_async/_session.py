@@ -33,6 +33,7 @@ from ._exceptions import (
     InvalidMessage,
     MessageTooLarge,
     ProviderStreamError,
+    SessionBusy,
     SessionStateError,
     StoreUnavailable,
 )
@@ -234,9 +235,13 @@ class Session:
                 left = self.lock_timeout
                 if left is not None:
                     left = max(0.0, left - (perf_counter() - started))
-                self._lease = await self.store.acquire_lease(  # type: ignore[attr-defined]
-                    self.session_id, left
-                )
+                try:
+                    self._lease = await self.store.acquire_lease(  # type: ignore[attr-defined]
+                        self.session_id, left
+                    )
+                except SessionBusy:
+                    assert self.lock_timeout is not None
+                    raise SessionBusy(self.session_id, self.lock_timeout) from None
             if not self.lazy:
                 await self._load()
         except BaseException:
