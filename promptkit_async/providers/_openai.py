@@ -58,22 +58,9 @@ def to_openai_messages(messages: Sequence[Message], system: str | None) -> list[
             continue
         if m.role != "system":
             leading = False
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
-        if m.tool_calls:
-            if not m.content:
-                item["content"] = None  # what the API itself returns for a pure tool call
-            item["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                }
-                for c in m.tool_calls
-            ]
-        if m.tool_call_id is not None:
-            item["tool_call_id"] = m.tool_call_id
-        if m.name is not None:
-            item["name"] = m.name
+        item = m.to_dict()
+        if m.tool_calls and not m.content:
+            item["content"] = None  # what the API itself returns for a pure tool call
         out.append(item)
     return out
 
