@@ -62,6 +62,8 @@ DEFAULT_MAX_TURN_BYTES = 4 << 20
 DEFAULT_COMMIT_GRACE = 10.0
 
 
+#: How long a leaving session waits for its lease to be released.
+_LEASE_RELEASE_WAIT = 2.0
 #: Lease releases still running after their session was cancelled.
 _background: set[asyncio.Future[Any]] = set()
 
@@ -277,11 +279,13 @@ class Session:
         try:
             if lease is not None:
                 # Its own task: a cancellation here must not leave the lease held
-                # (it would block other instances until it expires).
+                # (it would block other instances until it expires). Waited for a
+                # bounded time only: a Redis that stopped answering must not hold
+                # the turn (the release goes on, and the lease expires anyway).
                 task = asyncio.ensure_future(lease.release())
                 _background.add(task)
                 task.add_done_callback(_background.discard)
-                await asyncio.shield(task)
+                await asyncio.wait({task}, timeout=_LEASE_RELEASE_WAIT)
         finally:
             entry, self._entry = self._entry, None
             if entry is not None:

@@ -234,3 +234,40 @@ async def test_the_store_resends_a_commit_whose_reply_was_lost(
         assert [m.content for m in await store.load("r")] == ["once"]
         await store.delete("r")
         await client.delete(f"{prefix}:index")
+
+
+async def test_a_renewal_whose_cancellation_became_a_timeout_still_stops(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 3.11 a cancel that meets redis-py's own timeout can surface as TimeoutError."""
+    import time
+
+    from promptkit_async.stores._redis import _renew_script
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix=prefix, distributed_lock=True, lease_ttl=0.06)
+    real: Any = client.execute_command
+    renewing = asyncio.Event()
+
+    async def swallowing(*args: Any, **kwargs: Any) -> Any:
+        if args[:2] == ("EVALSHA", _renew_script.sha):
+            renewing.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise TimeoutError("Timeout reading from socket") from None
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", swallowing)
+    try:
+        started = time.monotonic()
+        async with Session(store, "r") as s:
+            await renewing.wait()
+            s.add(Message.user("x"))
+        assert time.monotonic() - started < 5
+        assert not await real("EXISTS", store.key("r", "l"))
+        assert [m.content for m in await store.load("r")] == ["x"]
+    finally:
+        await store.delete("r")
+        await real("DEL", f"{prefix}:index")
+        await client.aclose()

@@ -224,6 +224,25 @@ _release_script = _Script(_RELEASE)
 _index_stats_script = _Script(_INDEX_STATS)
 
 
+def _reraise_pending_cancel() -> None:
+    """Re-raise a cancellation that a timeout turned into TimeoutError.
+
+    On Python 3.11 a cancellation arriving as redis-py's own timeout fires can
+    surface as TimeoutError (an OSError): caught as a connection failure, it
+    would be lost, and a retry loop would run on. The task still counts it.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling() > 0:
+        raise asyncio.CancelledError
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background task's outcome (already logged where it matters)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _pool_exhausted(exc: BaseException) -> bool:
     """No connection could be taken from the pool: the command was never sent."""
     return isinstance(exc, rexc.MaxConnectionsError) or (
@@ -357,15 +376,17 @@ class Lease:
 
     def _start(self) -> None:
         self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        self._renewer.add_done_callback(_consume)
 
     async def _renew_forever(self) -> None:
         store = self._store
         ttl_ms = int(store.lease_ttl * 1000)
-        while True:
+        while self._renewer is not None:
             await asyncio.sleep(store.lease_ttl / 3)
             try:
                 held = await _renew_script(store._client, (self.key,), (self.token, ttl_ms))
             except _REDIS_FAILURES as exc:
+                _reraise_pending_cancel()
                 logger.warning("lease on session %r not renewed: %s", self.session_id, exc)
                 continue
             if not held:
@@ -378,8 +399,9 @@ class Lease:
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()
-            # The renewer's own failure must never fail a turn that was committed.
-            await asyncio.gather(renewer, return_exceptions=True)
+            # The renewer's own failure must never fail a turn that was committed,
+            # nor may a renewal stuck on a dead connection hold the release.
+            await asyncio.wait({renewer}, timeout=1.0)
         try:
             await _release_script(self._store._client, (self.key,), (self.token,))
         except _REDIS_FAILURES as exc:  # it expires by itself
@@ -596,6 +618,7 @@ class RedisStore(AsyncResource):
             try:
                 return await self._client.execute_command(*args)
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                _reraise_pending_cancel()
                 if attempt == self._retries or _pool_exhausted(exc):
                     raise
             await asyncio.sleep(self._backoff.compute(attempt + 1))
@@ -801,6 +824,7 @@ class RedisStore(AsyncResource):
                 failure: BaseException = exc
                 maybe_sent = True
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                _reraise_pending_cancel()
                 failure = exc
                 if _pool_exhausted(exc):
                     break  # no connection was had: nothing was sent
