@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections import OrderedDict
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
@@ -231,9 +232,11 @@ def _reraise_pending_cancel() -> None:
     surface as TimeoutError (an OSError): caught as a connection failure, it
     would be lost, and a retry loop would run on. The task still counts it.
     """
+    if sys.version_info < (3, 11):
+        # Before 3.11 timeouts cancel without uncancel(): a count would mislead.
+        return
     task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    if cancelling is not None and cancelling() > 0:
+    if task is not None and task.cancelling() > 0:
         raise asyncio.CancelledError
 
 
