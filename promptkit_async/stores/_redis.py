@@ -1045,7 +1045,7 @@ class RedisStore(AsyncResource):
         gives the count, and ``avg_history_size``/``storage_used`` come from
         LLEN and MEMORY USAGE of a random sample of ``sample`` sessions (exact
         when there are no more), computed server-side. Measured with 100,000
-        sessions on a 2-core machine: about 2.5 ms. On a Cluster, sessions are
+        sessions on a 2-core machine: 1-2.5 ms. On a Cluster, sessions are
         counted by SCAN over every primary, which is O(total keys).
 
         Raises:
