@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import timedelta
 from typing import Final, Literal, TypeAlias
 
@@ -13,10 +12,8 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_SESSION_ID_LENGTH",
     "TTL",
-    "UNSET",
     "OnError",
     "OnLoadError",
-    "Unset",
     "check_limit",
     "check_session_id",
     "ttl_seconds",
@@ -33,18 +30,6 @@ MAX_SESSION_ID_LENGTH: Final = 4096
 TTL: TypeAlias = float | int | timedelta | None
 OnError = Literal["discard", "commit"]
 OnLoadError = Literal["raise", "empty"]
-
-
-class Unset(enum.Enum):
-    """Marker for "not given" where ``None`` already means something (ttl=None: forever)."""
-
-    UNSET = "UNSET"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = Unset.UNSET
 
 
 def check_session_id(session_id: object) -> str:

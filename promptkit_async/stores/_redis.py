@@ -55,8 +55,6 @@ TurnStatus = Literal["applied", "aborted", "unknown"]
 
 #: How many recent turn ids a session remembers for exactly-once commits.
 TURN_MEMORY = 64
-#: Messages per RPUSH inside the script (Lua's unpack() has a stack limit).
-_PUSH_CHUNK = 500
 
 # Versions: every applied turn (and every abort marker) is a member of the
 # session's turns sorted set with a strictly increasing score, so the member
@@ -66,6 +64,7 @@ _PUSH_CHUNK = 500
 # KEYS: history, turns[, lease if fenced][, index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
 #       fence token ('' = none), index member ('' = none), entries...
+# Entries are pushed 500 at a time: Lua's unpack() has a stack limit.
 # Returns {status, previous version}: 1 applied now, 0 already applied,
 # -1 aborted earlier (never applies), -2 the fencing lease is not held.
 _COMMIT = b"""
