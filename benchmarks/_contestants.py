@@ -126,6 +126,7 @@ class OursContestant(Contestant):
     """promptkit_async on Redis: ``async with Session(store, sid, max_messages=window)``."""
 
     name = "promptkit_async"
+    store: RedisStore | MemoryStore
 
     def __init__(self, store: RedisStore, window: int, *, name: str | None = None) -> None:
         self.store = store
@@ -136,6 +137,7 @@ class OursContestant(Contestant):
     async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
         from promptkit_async._messages import encode_message
 
+        assert isinstance(self.store, RedisStore)
         compress = self.store.compress_above
         async with self.store.client.pipeline(transaction=False) as p:
             for sid in session_ids:
@@ -165,25 +167,14 @@ class MemoryContestant(OursContestant):
     name = "promptkit_async (MemoryStore)"
 
     def __init__(self, store: MemoryStore, window: int) -> None:
-        self.mstore = store
+        self.store = store
         self.window = window
 
     async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
         for sid in session_ids:
-            await self.mstore.delete(sid)
+            await self.store.delete(sid)
             if seed:
-                await self.mstore.append(sid, seed, max_messages=None)
-
-    async def turn(self, session_id: str, user: Message, reply: Message, think: float = 0.0) -> int:
-        async with Session(self.mstore, session_id, max_messages=self.window) as session:
-            seen = len(session.history)
-            if think:
-                await asyncio.sleep(think)
-            session.add(user, reply)
-        return seen
-
-    async def read_all(self, session_id: str) -> list[tuple[str, str]]:
-        return [(m.role, m.content) for m in await self.mstore.load(session_id)]
+                await self.store.append(sid, seed, max_messages=None)
 
 
 # -- peers ----------------------------------------------------------------------------
