@@ -5,7 +5,6 @@ history, and writes the turn's new messages back in one atomic operation.
 """
 
 from ._app import Conversations as Conversations
-from ._app import SessionSettings as SessionSettings
 from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
 from ._config import DEFAULT_TTL as DEFAULT_TTL
 from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
@@ -31,47 +30,72 @@ from ._exceptions import SessionStateError as SessionStateError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreRejected as StoreRejected
 from ._exceptions import StoreUnavailable as StoreUnavailable
+from ._exports import publish as _publish
 from ._locks import LockRegistry as LockRegistry
 from ._messages import Message as Message
 from ._messages import ToolCall as ToolCall
 from ._metrics import LatencySummary as LatencySummary
 from ._metrics import Observer as Observer
 from ._metrics import StateMetrics as StateMetrics
-from ._session import ReplyStream as ReplyStream
+from ._reply import ReplyStream as ReplyStream
 from ._session import Session as Session
+from ._settings import SessionOptions as SessionOptions
+from ._settings import SessionSettings as SessionSettings
+from ._trim import TokenCounter as TokenCounter
 from ._trim import estimate_tokens as estimate_tokens
 from ._trim import trim as trim
+from ._types import TTL as TTL
+from ._types import JSONValue as JSONValue
+from ._types import OnError as OnError
+from ._types import OnLoadError as OnLoadError
+from ._types import Role as Role
 from .providers import AnthropicProvider as AnthropicProvider
 from .providers import OpenAIProvider as OpenAIProvider
 from .providers import Provider as Provider
 from .providers import ReplyDone as ReplyDone
+from .providers import ScriptedCall as ScriptedCall
 from .providers import ScriptedProvider as ScriptedProvider
+from .providers import ScriptedReply as ScriptedReply
 from .providers import StreamEvent as StreamEvent
 from .providers import TextDelta as TextDelta
+from .stores import BaseStore as BaseStore
+from .stores import Lease as Lease
 from .stores import MemoryStore as MemoryStore
+from .stores import RedisLease as RedisLease
 from .stores import RedisStore as RedisStore
 from .stores import Store as Store
+from .stores import SupportsLeases as SupportsLeases
+from .stores import SupportsLocks as SupportsLocks
+from .stores import SupportsTurns as SupportsTurns
+from .stores import Turn as Turn
+from .stores import TurnOutcome as TurnOutcome
+from .stores import TurnStatus as TurnStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_ANTHROPIC_MODEL",
-    "DEFAULT_OPENAI_MODEL",
     "AnthropicProvider",
-    "DEFAULT_MAX_MESSAGES",
-    "DEFAULT_TTL",
+    "BaseStore",
     "CommitOutcomeUnknown",
     "Conversations",
     "CorruptHistory",
+    "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_OPENAI_MODEL",
+    "DEFAULT_TTL",
     "InvalidMessage",
     "InvalidSessionId",
+    "JSONValue",
     "LatencySummary",
+    "Lease",
     "LockLost",
     "LockRegistry",
     "MemoryStore",
     "Message",
     "MessageTooLarge",
     "Observer",
+    "OnError",
+    "OnLoadError",
     "OpenAIProvider",
     "PromptKitError",
     "Provider",
@@ -81,13 +105,18 @@ __all__ = [
     "ProviderStreamError",
     "ProviderUnavailable",
     "RateLimited",
+    "RedisLease",
     "RedisStore",
     "ReplyDone",
     "ReplyStream",
+    "Role",
+    "ScriptedCall",
     "ScriptedProvider",
+    "ScriptedReply",
     "Session",
     "SessionBusy",
     "SessionError",
+    "SessionOptions",
     "SessionSettings",
     "SessionStateError",
     "StateMetrics",
@@ -96,19 +125,20 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "StreamEvent",
+    "SupportsLeases",
+    "SupportsLocks",
+    "SupportsTurns",
+    "TTL",
     "TextDelta",
+    "TokenCounter",
     "ToolCall",
+    "Turn",
+    "TurnOutcome",
+    "TurnStatus",
     "estimate_tokens",
     "provider_from_env",
     "store_from_env",
     "trim",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) or callable(_obj) and hasattr(_obj, "__module__"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):  # pragma: no cover - aliases such as StreamEvent
-            pass
-del _name, _obj
+_publish(__name__, __all__, globals())

@@ -7,44 +7,24 @@ from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, TTL, OnError, OnLoadError, check_session_id
+from ._config import check_session_id
 from ._messages import Message
+from ._plan import plan_for
 from ._resources import AsyncResource
-from ._session import (
-    DEFAULT_COMMIT_GRACE,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_TURN_BYTES,
-    Session,
-)
-from ._trim import TokenCounter, estimate_tokens
+from ._session import Session
+from ._settings import SessionSettings
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._settings import SessionOptions
     from ._types import Role
     from .providers._base import Provider
-    from .stores._base import Store
+    from .stores._contract import Store
 
-__all__ = ["Conversations", "SessionSettings"]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SessionSettings:
-    """The per-session settings of :class:`Session`, grouped (see its docs)."""
-
-    max_messages: int | None = DEFAULT_MAX_MESSAGES
-    ttl: TTL = DEFAULT_TTL
-    system: str | None = None
-    lock_timeout: float | None = None
-    on_error: OnError = "discard"
-    on_load_error: OnLoadError = "raise"
-    max_tokens: int | None = None
-    token_counter: TokenCounter = field(default=estimate_tokens)
-    save_unanswered: bool = False
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
-    commit_grace: float = DEFAULT_COMMIT_GRACE
+__all__ = ["Conversations"]
 
 
 class Conversations(AsyncResource):
@@ -62,7 +42,12 @@ class Conversations(AsyncResource):
         store: the store sessions load from and write to.
         provider: the model client for ``send``/``stream`` (optional).
         owns: close the store and provider in :meth:`aclose` (default True).
-        **settings: any :class:`SessionSettings` field, e.g. ``max_messages=10``.
+        settings: a :class:`SessionSettings` (default: all defaults).
+        **options: any :class:`SessionSettings` field, applied over ``settings``.
+
+    Raises:
+        TypeError, ValueError: an unknown option or a bad value (at once, not
+            on the first request); a store that is not a Store.
     """
 
     def __init__(
@@ -71,12 +56,16 @@ class Conversations(AsyncResource):
         *,
         provider: Provider | None = None,
         owns: bool = True,
-        **settings: Any,
+        settings: SessionSettings | None = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
+        base = SessionSettings() if settings is None else settings
+        if not isinstance(base, SessionSettings):
+            raise TypeError(f"settings must be a SessionSettings, got {type(base).__name__}")
+        plan_for(store)  # a store that is not one fails here, not on every request
         self.store = store
         self.provider = provider
-        self.settings = SessionSettings(**settings)
-        self.session("settings-check")  # bad settings fail here, not on every request
+        self.settings: SessionSettings = base.replace(**options) if options else base
         self._owns = owns
         self._closed = False
 
@@ -87,29 +76,16 @@ class Conversations(AsyncResource):
         self,
         session_id: str,
         *,
-        lazy: bool = False,
         provider: Provider | None = None,
-        **overrides: Any,
+        **overrides: Unpack[SessionOptions],
     ) -> Session:
         """A new :class:`Session` with these settings (``overrides`` win)."""
-        settings = replace(self.settings, **overrides) if overrides else self.settings
         return Session(
             self.store,
             session_id,
-            lazy=lazy,
             provider=provider or self.provider,
-            max_messages=settings.max_messages,
-            ttl=settings.ttl,
-            system=settings.system,
-            lock_timeout=settings.lock_timeout,
-            on_error=settings.on_error,
-            on_load_error=settings.on_load_error,
-            max_tokens=settings.max_tokens,
-            token_counter=settings.token_counter,
-            save_unanswered=settings.save_unanswered,
-            max_message_bytes=settings.max_message_bytes,
-            max_turn_bytes=settings.max_turn_bytes,
-            commit_grace=settings.commit_grace,
+            settings=self.settings,
+            **overrides,
         )
 
     async def execute(self, session_id: str, role: Role, content: str) -> Message | None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from ._exceptions import InvalidSessionId
+
+if TYPE_CHECKING:
+    from ._types import TTL
 
 __all__ = [
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_TTL",
     "MAX_SESSION_ID_LENGTH",
-    "TTL",
-    "OnError",
-    "OnLoadError",
+    "MAX_TTL",
     "check_limit",
     "check_session_id",
     "ttl_seconds",
@@ -26,10 +27,6 @@ DEFAULT_TTL: Final = 24 * 60 * 60.0
 MAX_TTL: Final = 100 * 365 * 24 * 60 * 60.0
 #: Longest accepted session id, in characters; keeps keys well under Redis limits.
 MAX_SESSION_ID_LENGTH: Final = 4096
-
-TTL: TypeAlias = float | int | timedelta | None
-OnError = Literal["discard", "commit"]
-OnLoadError = Literal["raise", "empty"]
 
 
 def check_session_id(session_id: object) -> str:

@@ -33,6 +33,22 @@ class LockRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
+    @classmethod
+    def of(cls, store: object) -> LockRegistry:
+        """The registry that serialises turns on ``store``'s sessions in this process.
+
+        A store with a ``locks`` registry (``SupportsLocks``) owns it. Any other
+        store gets one of its own, kept beside it (weakly) for as long as it
+        lives: this is how a store implementing only the core ``Store``
+        protocol still runs one turn per session at a time.
+
+        Raises:
+            TypeError: ``store`` is not a Store.
+        """
+        from ._plan import plan_for
+
+        return plan_for(store).locks
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "Instruments",
     "LatencySummary",
     "LatencyWindow",
     "Observer",
@@ -116,6 +118,37 @@ class LatencyWindow:
             return data[min(len(data) - 1, int(q * len(data)))]
 
         return LatencySummary(pct(0.50), pct(0.99), len(data))
+
+
+class Instruments:
+    """A store's bookkeeping of its own operations: latency windows and observers.
+
+    Every store times its loads and saves the same way; this is that code,
+    once. ``started`` is a :func:`time.perf_counter` reading.
+    """
+
+    __slots__ = ("load_latency", "observers", "save_latency")
+
+    def __init__(self, observers: Iterable[object] = ()) -> None:
+        self.observers = Observers(observers)
+        self.load_latency = LatencyWindow()
+        self.save_latency = LatencyWindow()
+
+    def loaded(self, session_id: str, started: float, messages: int) -> None:
+        elapsed = perf_counter() - started
+        self.load_latency.add(elapsed)
+        if self.observers:
+            self.observers.load(session_id, elapsed, messages)
+
+    def saved(self, session_id: str, started: float, messages: int) -> None:
+        elapsed = perf_counter() - started
+        self.save_latency.add(elapsed)
+        if self.observers:
+            self.observers.save(session_id, elapsed, messages)
+
+    def failed(self, operation: str, session_id: str | None, error: BaseException) -> None:
+        if self.observers:
+            self.observers.error(operation, session_id, error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from redis.crc import key_slot
 
 from promptkit_async import LockRegistry, Message, SessionBusy, ToolCall, trim
 from promptkit_async._trim import estimate_tokens
-from promptkit_async.stores import _keys
+from promptkit_async.stores._redis import _keys
 
 ids = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80)
 

@@ -106,7 +106,7 @@ async def test_conversations_reject_bad_settings_at_once() -> None:
     with pytest.raises(ValueError, match="max_messages"):
         Conversations(MemoryStore(), max_messages=0)
     with pytest.raises(TypeError):
-        Conversations(MemoryStore(), max_mesages=5)
+        Conversations(MemoryStore(), max_mesages=5)  # type: ignore[call-arg]
     chats = Conversations(MemoryStore(), commit_grace=2.0)
     async with chats.session("x", provider=ScriptedProvider(["hi"])) as s:
         assert (await s.send("hello")).content == "hi"
@@ -242,7 +242,7 @@ async def test_a_renewal_whose_cancellation_became_a_timeout_still_stops(
     """On 3.11 a cancel that meets redis-py's own timeout can surface as TimeoutError."""
     import time
 
-    from promptkit_async.stores._redis import _renew_script
+    from promptkit_async.stores._redis._scripts import RENEW as _renew_script
 
     client = aioredis.Redis.from_url(redis_url)
     store = RedisStore(client, prefix=prefix, distributed_lock=True, lease_ttl=0.06)

@@ -19,29 +19,29 @@ from promptkit_async import (
     Session,
     SessionStateError,
     StoreUnavailable,
+    Turn,
 )
 
 from .conftest import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
 
-    from promptkit_async._config import TTL
+    from promptkit_async import TTL
 
 
 class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.loads = 0
-        self.appends = 0
+        self.writes = 0
 
     async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
         self.loads += 1
         return await super().load(session_id, limit)
 
-    async def append(self, session_id: str, messages: Sequence[Message], **kw: Any) -> None:
-        self.appends += 1
-        await super().append(session_id, messages, **kw)
+    async def commit(self, turn: Turn) -> None:  # sessions write through commit()
+        self.writes += 1
+        await super().commit(turn)
 
 
 def unreachable() -> RedisStore:
@@ -125,7 +125,7 @@ async def test_lazy_session_appends_without_loading() -> None:
         with pytest.raises(SessionStateError, match="await session.load"):
             _ = s.history
         s.add(Message.system("user logged in"))
-    assert (store.loads, store.appends) == (0, 1)
+    assert (store.loads, store.writes) == (0, 1)
     async with Session(store, "log", lazy=True) as s:
         history = await s.load()
         assert [m.content for m in history] == ["user logged in"]

@@ -1,5 +1,6 @@
 """Model providers: the protocol, and clients for OpenAI-compatible and Anthropic APIs."""
 
+from .._exports import publish as _publish
 from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._base import Provider as Provider
 from ._base import ReplyDone as ReplyDone
@@ -8,6 +9,7 @@ from ._base import TextDelta as TextDelta
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedProvider as ScriptedProvider
+from ._scripted import ScriptedReply as ScriptedReply
 from ._sse import ServerSentEvent as ServerSentEvent
 from ._sse import SSEDecoder as SSEDecoder
 
@@ -19,11 +21,10 @@ __all__ = [
     "SSEDecoder",
     "ScriptedCall",
     "ScriptedProvider",
+    "ScriptedReply",
     "ServerSentEvent",
     "StreamEvent",
     "TextDelta",
 ]
 
-for _name in __all__:  # classes only; StreamEvent is a Union alias and keeps its module
-    if _name != "StreamEvent":
-        globals()[_name].__module__ = __name__
+_publish(__name__, __all__, globals())

@@ -2,36 +2,30 @@
 
 Owns everything the OpenAI and Anthropic clients have in common: the
 ``httpx.AsyncClient`` (created and closed here, or borrowed and left open),
-timeouts, retries with backoff, and the mapping of httpx errors and non-2xx
-replies to :class:`ProviderError` subclasses. No ``httpx`` exception leaves
-this module unmapped, and the API key is redacted from every message built
-here.
+timeouts, and retries with backoff, only before the first byte of a reply.
+Errors are mapped through ``_errors.py``, so no ``httpx`` exception leaves
+unmapped, and the API key is redacted from every message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import enum
-import json
 import logging
-import math
 import random
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import httpx
 
 from .._exceptions import (
-    ProviderAuthError,
     ProviderError,
     ProviderStatusError,
     ProviderStreamError,
     ProviderUnavailable,
-    RateLimited,
 )
 from .._resources import AsyncResource
+from ._errors import error_message, mapped_httpx_errors, status_error
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
@@ -44,7 +38,6 @@ __all__ = [
     "DEFAULT_MAX_RETRY_WAIT",
     "DEFAULT_READ_TIMEOUT",
     "HTTPProvider",
-    "parse_retry_after",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,60 +74,6 @@ class _Secret:
         return "_Secret('***')"
 
     __str__ = __repr__
-
-
-def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date) or ``retry-after-ms``.
-
-    Returns ``None`` when absent or unreadable; negative waits become ``0``.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            ms = float(raw_ms)
-        except ValueError:
-            ms = math.nan
-        if math.isfinite(ms):
-            return max(ms / 1000.0, 0.0)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # "-0000" dates parse as naive; HTTP dates are GMT
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
-def _error_message(body: bytes) -> str | None:
-    """The human message from an error body, in the shapes servers actually use."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    error = data.get("error")
-    if isinstance(error, dict):
-        message = error.get("message")
-        if isinstance(message, str) and message:
-            return message
-    if isinstance(error, str) and error:  # Ollama, llama.cpp
-        return error
-    for key in ("message", "detail"):  # FastAPI-based servers (vLLM) use "detail"
-        value = data.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 class HTTPProvider(AsyncResource):
@@ -215,27 +154,8 @@ class HTTPProvider(AsyncResource):
 
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
-        """Map every httpx error to a :class:`ProviderError`, keeping the cause."""
-        try:
+        with mapped_httpx_errors(self._provider_name, self._redact):
             yield
-        except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(
-                self._redact(f"{self._provider_name}: timed out ({type(exc).__name__}: {exc})")
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise ProviderStreamError(
-                self._redact(f"{self._provider_name}: undecodable response body: {exc}")
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(
-                self._redact(
-                    f"{self._provider_name}: connection failed ({type(exc).__name__}: {exc})"
-                )
-            ) from exc
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            raise ProviderError(
-                self._redact(f"{self._provider_name}: {type(exc).__name__}: {exc}")
-            ) from exc
 
     async def _stream_events(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
@@ -253,7 +173,7 @@ class HTTPProvider(AsyncResource):
             if content_type.startswith("application/json"):
                 # A server that ignored ``stream: true`` or reports an error with a 200.
                 raw = await self._read_prefix(response)
-                detail = self._redact(_error_message(raw) or raw[:200].decode("utf-8", "replace"))
+                detail = self._redact(error_message(raw) or raw[:200].decode("utf-8", "replace"))
                 raise ProviderStreamError(
                     f"{self._provider_name}: expected an event stream, got {content_type}: {detail}"
                 )
@@ -346,23 +266,4 @@ class HTTPProvider(AsyncResource):
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-        body = self._redact(raw.decode("utf-8", "replace"))
-        detail = _error_message(raw)
-        detail = self._redact(detail) if detail else response.reason_phrase or "no details"
-        status = response.status_code
-        request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
-        message = f"{self._provider_name}: HTTP {status}: {detail}"
-        if request_id:
-            message += f" (request id {request_id})"
-        retry_after = parse_retry_after(response.headers)
-        if status == 429:
-            limited = RateLimited(
-                message,
-                status_code=status,
-                body=body,
-                request_id=request_id,
-                retry_after=retry_after,
-            )
-            return limited, retry_after
-        cls = ProviderAuthError if status in (401, 403) else ProviderStatusError
-        return cls(message, status_code=status, body=body, request_id=request_id), retry_after
+        return status_error(self._provider_name, response, raw, self._redact)

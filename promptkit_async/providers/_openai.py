@@ -1,222 +1,34 @@
-"""The OpenAI Chat Completions API (and every server that speaks it).
+"""OpenAIProvider: streams replies from the Chat Completions API over httpx.
 
-Request building (neutral :class:`Message` list -> wire messages) and the
-translation of ``chat.completion.chunk`` events into :class:`TextDelta` /
-:class:`ReplyDone`. The chunk parser is sans-IO so that the scripted provider
-can run its replies through exactly the same code.
-
-Only the documented wire format is assumed, and the parser accepts what
-OpenAI-compatible servers (vLLM, Ollama's ``/v1``, llama.cpp, LM Studio) do
-differently: no usage chunk, ``content: null``, ``choices: null``, a tool-call
-fragment without ``index``, ``finish_reason`` on the chunk carrying the last
-text, and vLLM's ``{"object": "error"}`` payloads.
+The wire format (request body, chunk parsing) is in ``_openai_wire.py``; this
+module sends it and turns the stream into :class:`TextDelta` / :class:`ReplyDone`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._exceptions import ProviderStreamError
 from ._base import ReplyDone, StreamEvent, TextDelta
 from ._http import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_WAIT,
     HTTPProvider,
 )
+from ._openai_wire import OpenAIChunkParser, to_openai_messages
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
 
     import httpx
 
-    from .._types import JSONValue
-    from ._sse import ServerSentEvent
+    from .._messages import Message
 
-__all__ = ["DEFAULT_OPENAI_BASE_URL", "OpenAIChunkParser", "OpenAIProvider", "to_openai_messages"]
+__all__ = ["DEFAULT_OPENAI_BASE_URL", "OpenAIProvider"]
 
 DEFAULT_OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
-
-
-def to_openai_messages(messages: Sequence[Message], system: str | None) -> list[dict[str, Any]]:
-    """Convert a neutral history to Chat Completions ``messages``.
-
-    The system prompt goes first. Tool results at the very start of the
-    history (their assistant call was trimmed away) are dropped, because the
-    API rejects a ``tool`` message that does not answer a preceding call.
-    """
-    out: list[dict[str, Any]] = []
-    if system:
-        out.append({"role": "system", "content": system})
-    leading = True
-    for m in messages:
-        if leading and m.role == "tool":
-            continue
-        if m.role != "system":
-            leading = False
-        item = m.to_dict()
-        if m.tool_calls and not m.content:
-            item["content"] = None  # what the API itself returns for a pure tool call
-        out.append(item)
-    return out
-
-
-class _CallBuffer:
-    __slots__ = ("arguments", "id", "name")
-
-    def __init__(self, call_id: str | None, name: str | None) -> None:
-        self.id = call_id
-        self.name = name
-        self.arguments: list[str] = []
-
-
-class OpenAIChunkParser:
-    """Assembles one reply from ``chat.completion.chunk`` events.
-
-    ``feed`` returns the text the event carried ("" if none) and raises
-    :class:`ProviderStreamError` on an error payload or malformed data;
-    ``done`` turns true at ``[DONE]``; ``message()`` builds the reply.
-    """
-
-    def __init__(self, *, provider: str = "openai") -> None:
-        self.provider = provider
-        self.done = False
-        self._text: list[str] = []
-        self._calls: dict[int, _CallBuffer] = {}
-        self._finish_reason: str | None = None
-        self._usage: JSONValue = None
-        self._model: str | None = None
-        self._id: str | None = None
-        self._refusal = False
-
-    def feed(self, event: ServerSentEvent) -> str:
-        if self.done:
-            return ""
-        data = event.data
-        if data.strip() == "[DONE]":
-            self.done = True
-            return ""
-        try:
-            chunk = json.loads(data)
-        except ValueError as exc:
-            raise ProviderStreamError(
-                f"{self.provider}: malformed stream chunk: {data[:200]!r}"
-            ) from exc
-        if not isinstance(chunk, dict):
-            raise ProviderStreamError(f"{self.provider}: stream chunk is not an object")
-        if event.event == "error" or chunk.get("error") or chunk.get("object") == "error":
-            raise ProviderStreamError(_stream_error_message(self.provider, chunk))
-        if isinstance(chunk.get("model"), str):
-            self._model = chunk["model"]
-        if isinstance(chunk.get("id"), str):
-            self._id = chunk["id"]
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._usage = usage
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            return ""
-        text = ""
-        for choice in choices:
-            # n > 1 is not supported: a session keeps one reply per turn.
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                content = delta.get("content")
-                if isinstance(content, str):
-                    text += content
-                refusal = delta.get("refusal")
-                if isinstance(refusal, str) and refusal:
-                    self._refusal = True
-                    text += refusal
-                fragments = delta.get("tool_calls")
-                if isinstance(fragments, list):
-                    for fragment in fragments:
-                        if isinstance(fragment, dict):
-                            self._tool_fragment(fragment)
-            finish_reason = choice.get("finish_reason")
-            if isinstance(finish_reason, str) and finish_reason:
-                self._finish_reason = finish_reason
-        if text:
-            self._text.append(text)
-        return text
-
-    def _tool_fragment(self, fragment: dict[str, Any]) -> None:
-        call_id = fragment.get("id") if isinstance(fragment.get("id"), str) else None
-        function = fragment.get("function")
-        if not isinstance(function, dict):
-            function = {}
-        index = fragment.get("index")
-        if not isinstance(index, int):
-            # A server that omits ``index``: a new id starts a call, anything else continues one.
-            last = max(self._calls, default=-1)
-            if call_id is None and last >= 0:
-                index = last
-            elif call_id is not None and last >= 0 and self._calls[last].id in (None, call_id):
-                index = last
-            else:
-                index = last + 1
-        buffer = self._calls.get(index)
-        if buffer is not None and call_id and buffer.id and buffer.id != call_id:
-            # Some servers reuse index 0 for each complete call: keep them apart.
-            index = max(self._calls) + 1
-            buffer = None
-        name = function.get("name")
-        if buffer is None:
-            buffer = self._calls[index] = _CallBuffer(call_id, None)
-        elif call_id and not buffer.id:
-            buffer.id = call_id
-        if isinstance(name, str) and name:
-            buffer.name = name if buffer.name is None else buffer.name
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            buffer.arguments.append(arguments)
-        elif isinstance(arguments, dict):  # a complete object instead of JSON text
-            buffer.arguments.append(json.dumps(arguments, ensure_ascii=False))
-
-    def message(self) -> Message:
-        """The assistant message assembled so far (call after ``done``)."""
-        calls: list[ToolCall] = []
-        for index in sorted(self._calls):
-            buffer = self._calls[index]
-            if not buffer.name:
-                raise ProviderStreamError(f"{self.provider}: tool call {index} has no name")
-            calls.append(
-                ToolCall(
-                    buffer.id or f"call_{uuid.uuid4().hex[:24]}",
-                    buffer.name,
-                    "".join(buffer.arguments) or "{}",
-                )
-            )
-        metadata: dict[str, JSONValue] = {
-            "finish_reason": self._finish_reason,
-            "usage": self._usage,
-            "model": self._model,
-            "provider": self.provider,
-            "id": self._id,
-        }
-        if self._refusal:
-            metadata["refusal"] = True
-        try:
-            return Message.assistant("".join(self._text), tool_calls=calls, **metadata)
-        except InvalidMessage as exc:  # e.g. a non-finite number in usage
-            raise ProviderStreamError(f"{self.provider}: unusable reply: {exc}") from exc
-
-
-def _stream_error_message(provider: str, chunk: Mapping[str, Any]) -> str:
-    error = chunk.get("error")
-    detail: Mapping[str, Any] = error if isinstance(error, dict) else chunk
-    message = detail.get("message")
-    if not isinstance(message, str) or not message:
-        message = error if isinstance(error, str) and error else "unknown error"
-    kind = detail.get("type") or detail.get("code")
-    suffix = f" ({kind})" if isinstance(kind, (str, int)) and kind != "" else ""
-    return f"{provider}: error event in stream: {message}{suffix}"
 
 
 class OpenAIProvider(HTTPProvider):

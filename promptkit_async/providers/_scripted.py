@@ -19,12 +19,12 @@ from .._exceptions import ProviderError
 from .._messages import Message
 from .._resources import AsyncResource
 from ._base import ReplyDone, StreamEvent, TextDelta
-from ._openai import OpenAIChunkParser
+from ._openai_wire import OpenAIChunkParser
 from ._sse import SSEDecoder
 
-__all__ = ["Reply", "ScriptedCall", "ScriptedProvider", "echo_reply"]
+__all__ = ["ScriptedReply", "ScriptedCall", "ScriptedProvider", "echo_reply"]
 
-Reply = str | Message | Callable[[Sequence[Message]], str | Message] | Exception
+ScriptedReply = str | Message | Callable[[Sequence[Message]], str | Message] | Exception
 """One scripted reply: text, a full assistant message (e.g. with tool calls), a
 function of the history, or an exception to raise instead of replying."""
 
@@ -86,7 +86,7 @@ class ScriptedProvider(AsyncResource):
 
     def __init__(
         self,
-        replies: Iterable[Reply] = (),
+        replies: Iterable[ScriptedReply] = (),
         *,
         delay: float = 0.0,
         chunk: Literal["word", "char", "all"] = "word",

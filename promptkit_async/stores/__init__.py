@@ -1,7 +1,32 @@
-"""Conversation stores: the protocol, an in-memory store and a Redis store."""
+"""Conversation stores: the contract, an in-memory store and a Redis store."""
 
-from ._base import Store as Store
+from .._exports import publish as _publish
+from ._contract import Lease as Lease
+from ._contract import Store as Store
+from ._contract import SupportsLeases as SupportsLeases
+from ._contract import SupportsLocks as SupportsLocks
+from ._contract import SupportsTurns as SupportsTurns
+from ._contract import Turn as Turn
+from ._contract import TurnOutcome as TurnOutcome
+from ._contract import TurnStatus as TurnStatus
 from ._memory import MemoryStore as MemoryStore
+from ._redis import RedisLease as RedisLease
 from ._redis import RedisStore as RedisStore
+from ._shared import BaseStore as BaseStore
 
-__all__ = ["MemoryStore", "RedisStore", "Store"]
+__all__ = [
+    "BaseStore",
+    "Lease",
+    "MemoryStore",
+    "RedisLease",
+    "RedisStore",
+    "Store",
+    "SupportsLeases",
+    "SupportsLocks",
+    "SupportsTurns",
+    "Turn",
+    "TurnOutcome",
+    "TurnStatus",
+]
+
+_publish(__name__, __all__, globals())

@@ -13,15 +13,16 @@ from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .._config import DEFAULT_TTL, TTL, check_limit, check_session_id, ttl_seconds
-from .._exceptions import InvalidMessage
-from .._locks import LockRegistry
-from .._messages import Message
-from .._metrics import LatencyWindow, Observers, StateMetrics
-from .._resources import AsyncResource
+from .._config import check_limit, check_session_id
+from .._exceptions import StoreUnavailable
+from .._metrics import StateMetrics
+from ._shared import BaseStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
+
+    from .._messages import Message
+    from ._contract import Turn, TurnOutcome
 
 
 __all__ = ["MemoryStore"]
@@ -49,8 +50,11 @@ class _History:
         self.size = 0
 
 
-class MemoryStore(AsyncResource):
+class MemoryStore(BaseStore):
     """An in-process store with Redis semantics.
+
+    Its operations never suspend, so a commit cannot be interrupted half-way
+    and is decided the moment it is made.
 
     Args:
         clock: a monotonic clock in seconds, replaceable in tests to move
@@ -58,12 +62,10 @@ class MemoryStore(AsyncResource):
         observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
     """
 
-    #: Operations never suspend, so a commit cannot be interrupted half-way.
-    in_process = True
-
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, observers: Sequence[object] = ()
     ) -> None:
+        super().__init__(observers=observers)
         self._clock = clock
         self._data: dict[str, _History] = {}
         # (expires_at, session id) of every write with a TTL, earliest first:
@@ -71,10 +73,6 @@ class MemoryStore(AsyncResource):
         # of TTLs they have. Entries made stale by a later write are skipped,
         # and the heap is rebuilt when they outnumber the live sessions.
         self._expiry: list[tuple[float, str]] = []
-        self.locks = LockRegistry()
-        self.observers = Observers(observers)
-        self._load_latency = LatencyWindow()
-        self._save_latency = LatencyWindow()
         self._messages_total = 0
         self._bytes_total = 0
         self._closed = False
@@ -97,10 +95,6 @@ class MemoryStore(AsyncResource):
         if hist is not None:
             self._messages_total -= len(hist.messages)
             self._bytes_total -= hist.size
-
-    def add_observer(self, observer: object) -> None:
-        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks."""
-        self.observers.add(observer)
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
@@ -131,46 +125,37 @@ class MemoryStore(AsyncResource):
             window = hist.messages.copy()
         else:
             window = hist.messages[-limit:] if limit else []
-        elapsed = perf_counter() - started
-        self._load_latency.add(elapsed)
-        if self.observers:
-            self.observers.load(session_id, elapsed, len(window))
+        self._instruments.loaded(session_id, started, len(window))
         return window
 
-    async def append(
-        self,
-        session_id: str,
-        messages: Sequence[Message],
-        *,
-        max_messages: int | None = None,
-        ttl: TTL = DEFAULT_TTL,
-        turn_id: str | None = None,
-    ) -> None:
-        """Append atomically, cap to the newest ``max_messages``, refresh the TTL."""
-        session_id = check_session_id(session_id)
-        check_limit("max_messages", max_messages)
-        seconds = ttl_seconds(ttl)
-        batch = list(messages)
-        if not batch:
-            return  # as on Redis: nothing to write creates nothing
-        added = 0
-        for i, m in enumerate(batch):
-            if type(m) is not Message and not isinstance(m, Message):
-                raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
-            added += _approx_size(m)
+    async def commit(self, turn: Turn) -> None:
+        """Append ``turn`` atomically unless its turn id was applied or aborted before."""
+        if turn.fence is not None:
+            raise TypeError("MemoryStore has no leases: a fenced turn cannot be written here")
         started = perf_counter()
+        session_id = turn.session_id
+        batch = turn.messages
         now = self._clock()
         self._sweep(now)
         hist = self._live(session_id, now)
         if hist is None:
             hist = self._data[session_id] = _History()
-        elif turn_id is not None and turn_id in hist.turns:
+        elif turn.turn_id in hist.turns:
             return  # a re-sent commit of a turn already applied
-        if turn_id is not None:
-            hist.turns.append(turn_id)
+        elif "!" + turn.turn_id in hist.turns:
+            raise StoreUnavailable(
+                f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
+                session_id=session_id,
+                unsaved=batch,
+            )
+        hist.turns.append(turn.turn_id)
+        added = 0
+        for m in batch:
+            added += _approx_size(m)
         stored = hist.messages
         stored.extend(batch)
         removed_count = 0
+        max_messages = turn.max_messages
         if max_messages is not None and len(stored) > max_messages:
             removed_count = len(stored) - max_messages
             added -= sum(_approx_size(m) for m in stored[:removed_count])
@@ -178,15 +163,22 @@ class MemoryStore(AsyncResource):
         hist.size += added
         self._bytes_total += added
         self._messages_total += len(batch) - removed_count
-        if seconds is None:
+        if turn.ttl is None:
             hist.expires_at = None
         else:
-            hist.expires_at = now + seconds
+            hist.expires_at = now + turn.ttl
             self._schedule(session_id, hist.expires_at)
-        elapsed = perf_counter() - started
-        self._save_latency.add(elapsed)
-        if self.observers:
-            self.observers.save(session_id, elapsed, len(batch))
+        self._instruments.saved(session_id, started, len(batch))
+
+    async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
+        """Applied if the turn id was committed; else it is marked aborted for good."""
+        session_id = check_session_id(session_id)
+        hist = self._live(session_id, self._clock())
+        if hist is not None and turn_id in hist.turns:
+            return "applied"
+        if hist is not None and "!" + turn_id not in hist.turns:
+            hist.turns.append("!" + turn_id)
+        return "aborted"
 
     async def delete(self, session_id: str) -> bool:
         """Erase the session; True if it existed."""
@@ -217,19 +209,6 @@ class MemoryStore(AsyncResource):
             if self._live(session_id, now) is not None:
                 yield session_id
 
-    async def list_sessions(self, prefix: str = "") -> list[str]:
-        """The ids of sessions starting with ``prefix``, sorted (see :meth:`sessions`)."""
-        return sorted({session_id async for session_id in self.sessions(prefix)})
-
-    async def delete_prefix(self, prefix: str) -> int:
-        """Erase every session whose id starts with ``prefix``; returns how many."""
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError("delete_prefix needs a non-empty str prefix")
-        doomed = [s async for s in self.sessions(prefix)]
-        for session_id in doomed:
-            self._drop(session_id)
-        return len(doomed)
-
     async def metrics(self, *, sample: int = 200) -> StateMetrics:
         """A snapshot in O(1) (plus sweeping what expired): exact counts, estimated bytes.
 
@@ -241,8 +220,8 @@ class MemoryStore(AsyncResource):
         return StateMetrics(
             active_sessions=active,
             avg_history_size=self._messages_total / active if active else 0.0,
-            load_latency=self._load_latency.summary(),
-            save_latency=self._save_latency.summary(),
+            load_latency=self._instruments.load_latency.summary(),
+            save_latency=self._instruments.save_latency.summary(),
             storage_used=self._bytes_total,
             sampled=active,
             exact=True,

@@ -17,7 +17,7 @@ from promptkit_async._exceptions import (
     RateLimited,
 )
 from promptkit_async.providers import AnthropicProvider, ReplyDone, TextDelta
-from promptkit_async.providers._anthropic import to_anthropic_messages
+from promptkit_async.providers._anthropic_wire import to_anthropic_messages
 
 from ._fakeapi import HANG, FakeAPI, Script, anthropic_sse
 

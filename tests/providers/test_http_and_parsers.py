@@ -13,8 +13,8 @@ import promptkit_async.providers as providers
 from promptkit_async import Message
 from promptkit_async._exceptions import ProviderStatusError, ProviderStreamError
 from promptkit_async.providers import OpenAIProvider, ServerSentEvent
-from promptkit_async.providers._anthropic import AnthropicEventParser
-from promptkit_async.providers._http import parse_retry_after
+from promptkit_async.providers._anthropic_wire import AnthropicEventParser
+from promptkit_async.providers._errors import parse_retry_after
 
 from ._fakeapi import FakeAPI, Script
 

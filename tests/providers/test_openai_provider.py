@@ -19,7 +19,7 @@ from promptkit_async._exceptions import (
     RateLimited,
 )
 from promptkit_async.providers import OpenAIProvider, ReplyDone, SSEDecoder, TextDelta
-from promptkit_async.providers._openai import OpenAIChunkParser, to_openai_messages
+from promptkit_async.providers._openai_wire import OpenAIChunkParser, to_openai_messages
 
 from ._fakeapi import HANG, FakeAPI, Script, sse
 

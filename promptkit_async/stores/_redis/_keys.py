@@ -5,6 +5,11 @@ is the whole hash tag, so all keys of a session live in one Cluster slot and
 can be written in one atomic step. The encoding is percent-escaping of ``%``,
 ``{`` and ``}`` only: injective (distinct ids never share a key), readable in
 ``redis-cli``, and it guarantees the first ``}`` after the ``{`` closes the tag.
+
+The one key outside a session is the live-session index, ``<prefix>:index``
+(standalone Redis only). A script that must name a session's keys from an
+index member gets the parts from :func:`key_parts`, so that no key name is
+spelled anywhere but here.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ __all__ = [
     "decode_id",
     "encode_id",
     "glob_escape",
+    "index_key",
     "key",
+    "key_parts",
     "parse_key",
+    "session_keys",
 ]
 
 HISTORY = "h"  # list of encoded messages, oldest first
@@ -47,6 +55,21 @@ def decode_id(encoded: str) -> str:
 
 def key(prefix: str, session_id: str, kind: str) -> bytes:
     return f"{prefix}:{{{encode_id(session_id)}}}:{kind}".encode()
+
+
+def session_keys(prefix: str, session_id: str) -> tuple[bytes, bytes]:
+    """The history and turns keys of a session: the two every commit touches."""
+    head = f"{prefix}:{{{encode_id(session_id)}}}:"
+    return (head + HISTORY).encode(), (head + TURNS).encode()
+
+
+def index_key(prefix: str) -> bytes:
+    return f"{prefix}:index".encode()
+
+
+def key_parts(prefix: str, kind: str) -> tuple[str, str]:
+    """``(head, tail)`` such that ``head + encode_id(id) + tail`` is that key of ``id``."""
+    return f"{prefix}:{{", f"}}:{kind}"
 
 
 def glob_escape(text: str) -> str:

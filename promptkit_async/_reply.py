@@ -1,0 +1,125 @@
+"""A session's call to its provider, and the ReplyStream it returns.
+
+``session.stream(text)`` sends the window plus the new message, yields the
+reply text as it arrives, and stages the user message and the assembled reply
+together once the reply is complete: a failed or abandoned call stages
+nothing (unless ``save_unanswered``), so a turn is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ProviderStreamError
+from ._messages import Message
+from ._resources import AsyncResource
+from ._trim import trim
+from .providers._base import ReplyDone, TextDelta
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator
+
+    from ._session import Session
+    from .providers._base import Provider
+
+__all__ = ["ReplyStream", "run_reply"]
+
+
+async def run_reply(
+    session: Session, provider: Provider, user: Message
+) -> AsyncGenerator[str | Message, None]:
+    """Yield the reply's text pieces, then the assembled assistant message."""
+    settings = session.settings
+    history = await session.load()
+    session._check_turn_size((user,))  # size checks before anything is sent
+    pending = list(session.pending)
+    window = trim(
+        [*history, *pending, user],
+        settings.max_messages,
+        max_tokens=settings.max_tokens,
+        count_tokens=settings.token_counter,
+    )
+    if not window or window[-1] is not user:  # a token budget smaller than the question
+        window = _minimal_window([*history, *pending], user)
+    reply: Message | None = None
+    events = provider.stream_reply(window, system=settings.system)
+    try:
+        async for event in events:
+            if type(event) is TextDelta:
+                yield event.text
+            elif type(event) is ReplyDone:
+                reply = event.message
+    except GeneratorExit:
+        raise  # the caller stopped reading: not a failure, nothing is staged
+    except BaseException:
+        if settings.save_unanswered:
+            session.add(user)
+        raise
+    finally:
+        await _aclose(events)
+    if reply is None:
+        if settings.save_unanswered:
+            session.add(user)
+        raise ProviderStreamError("the provider stream ended without a complete reply")
+    session.add(user, reply)
+    yield reply
+
+
+def _minimal_window(before: list[Message], user: Message) -> list[Message]:
+    """The least an API accepts: the new message, with its tool call if it is a result."""
+    if user.role != "tool":
+        return [user]
+    for i in range(len(before) - 1, -1, -1):
+        if before[i].role == "assistant" and before[i].tool_calls:
+            return [*before[i:], user]  # the call and every result given so far
+    return [user]
+
+
+async def _aclose(events: AsyncIterator[Any]) -> None:
+    # Provider.stream_reply is declared as an AsyncIterator; the bundled ones are
+    # async generators, which must be closed for their HTTP response to close.
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class ReplyStream(AsyncResource):
+    """The reply of one ``session.stream()`` call: an async iterator of text pieces.
+
+    After it is exhausted, :attr:`message` holds the assembled assistant message.
+    """
+
+    __slots__ = ("_gen", "finished", "message")
+
+    def __init__(self, gen: AsyncGenerator[str | Message, None]) -> None:
+        self._gen = gen
+        self.message: Message | None = None
+        self.finished = False
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.finished:
+            raise StopAsyncIteration
+        try:
+            item = await self._gen.__anext__()
+        except BaseException:
+            self.finished = True
+            raise
+        if isinstance(item, Message):
+            self.message = item
+            self.finished = True
+            await self._gen.aclose()
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the reply early and close the HTTP response; nothing is staged."""
+        self.finished = True
+        await self._gen.aclose()
+
+    async def text(self) -> str:
+        """Consume the rest of the stream and return the whole reply text."""
+        parts = [piece async for piece in self]
+        return "".join(parts)

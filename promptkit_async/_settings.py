@@ -1,0 +1,156 @@
+"""SessionSettings: the one definition of a session's options, validated once.
+
+``Session(store, id, **options)``, ``Conversations(store, **options)`` and the
+README's options table all come from this dataclass (a test holds the README
+to it). A settings object is immutable and validated when built, so an
+application builds it once and every session reuses it for free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+
+from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, ttl_seconds
+from ._trim import TokenCounter, estimate_tokens
+
+if TYPE_CHECKING:
+    from ._types import TTL, OnError, OnLoadError
+
+__all__ = [
+    "DEFAULT_COMMIT_GRACE",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_TURN_BYTES",
+    "DEFAULT_SETTINGS",
+    "SessionOptions",
+    "SessionSettings",
+]
+
+#: Default limits on what one turn may write (UTF-8 bytes of text).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
+DEFAULT_MAX_TURN_BYTES: Final = 4 << 20
+#: How long a cancelled block keeps waiting for its in-flight commit.
+DEFAULT_COMMIT_GRACE: Final = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionSettings:
+    """How a session loads, trims, calls the model and commits.
+
+    Attributes:
+        max_messages: window size and storage cap (newest kept; None: unlimited).
+        ttl: sliding expiry, refreshed by each write: seconds or a timedelta,
+            normalised to seconds (None keeps the session forever).
+        system: system prompt: sent first on every call, never trimmed, never stored.
+        lock_timeout: seconds to wait for the session lock (None: wait forever),
+            then ``SessionBusy``.
+        on_error: ``"discard"`` writes nothing when the block raises or is
+            cancelled; ``"commit"`` writes what was staged anyway.
+        on_load_error: ``"raise"`` raises StoreUnavailable when the history
+            cannot be loaded; ``"empty"`` logs a warning and goes on with an
+            empty history (the turn is still saved if the store is back).
+        lazy: do not load on entry; load on the first ``await session.load()``,
+            ``send`` or ``stream``. A block that only appends costs one round trip.
+        max_tokens: optional token budget for the window (newest messages that fit).
+        token_counter: counts a message's tokens (default: a ~4 chars/token estimate).
+        save_unanswered: also save the user message when the provider fails
+            (default: a turn is saved whole or not at all).
+        max_message_bytes: size limit of one staged message (UTF-8 bytes of text).
+        max_turn_bytes: size limit of everything one turn writes.
+        commit_grace: seconds a cancelled block waits for its commit to be decided.
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or out of range,
+            naming it.
+    """
+
+    max_messages: int | None = DEFAULT_MAX_MESSAGES
+    ttl: TTL = DEFAULT_TTL
+    system: str | None = None
+    lock_timeout: float | None = None
+    on_error: OnError = "discard"
+    on_load_error: OnLoadError = "raise"
+    lazy: bool = False
+    max_tokens: int | None = None
+    token_counter: TokenCounter = field(default=estimate_tokens)
+    save_unanswered: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
+    commit_grace: float = DEFAULT_COMMIT_GRACE
+
+    def __post_init__(self) -> None:
+        check_limit("max_messages", self.max_messages)
+        object.__setattr__(self, "ttl", ttl_seconds(self.ttl))
+        if self.system is not None and not isinstance(self.system, str):
+            raise TypeError(f"system must be a str or None, got {type(self.system).__name__}")
+        timeout = self.lock_timeout
+        if timeout is not None and not (_is_number(timeout) and timeout >= 0):
+            raise ValueError(f"lock_timeout must be >= 0 seconds or None, got {timeout!r}")
+        if self.on_error not in ("discard", "commit"):
+            raise ValueError(f"on_error must be 'discard' or 'commit', got {self.on_error!r}")
+        if self.on_load_error not in ("raise", "empty"):
+            raise ValueError(
+                f"on_load_error must be 'raise' or 'empty', got {self.on_load_error!r}"
+            )
+        for flag in ("lazy", "save_unanswered"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        check_limit("max_tokens", self.max_tokens)
+        if not callable(self.token_counter):
+            raise TypeError(f"token_counter must be callable, got {self.token_counter!r}")
+        for limit in ("max_message_bytes", "max_turn_bytes"):
+            value = getattr(self, limit)
+            if value is None:
+                raise TypeError(f"{limit} must be an int, got None")
+            check_limit(limit, value)
+        grace = self.commit_grace
+        if not (_is_number(grace) and 0 <= grace < math.inf):
+            raise ValueError(f"commit_grace must be >= 0 seconds, got {grace!r}")
+
+    def replace(self, **changes: Any) -> SessionSettings:
+        """A copy with ``changes`` applied (and validated).
+
+        Raises:
+            TypeError: an unknown option, or one of the wrong type.
+            ValueError: an option out of range.
+        """
+        unknown = set(changes) - _NAMES
+        if unknown:
+            raise TypeError(
+                f"unknown session option(s) {', '.join(sorted(unknown))}; "
+                f"the options are: {', '.join(sorted(_NAMES))}"
+            )
+        return replace(self, **changes)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_NAMES: Final = frozenset(f.name for f in fields(SessionSettings))
+
+#: The settings of ``Session(store, id)`` with no options.
+DEFAULT_SETTINGS: Final = SessionSettings()
+
+
+class SessionOptions(TypedDict, total=False):
+    """The keyword options of ``Session`` and ``Conversations``: SessionSettings' fields.
+
+    Only a typing aid (so that ``Session(store, id, max_mesages=5)`` fails type
+    checks); a test keeps it equal to :class:`SessionSettings`.
+    """
+
+    max_messages: int | None
+    ttl: TTL
+    system: str | None
+    lock_timeout: float | None
+    on_error: OnError
+    on_load_error: OnLoadError
+    lazy: bool
+    max_tokens: int | None
+    token_counter: TokenCounter
+    save_unanswered: bool
+    max_message_bytes: int
+    max_turn_bytes: int
+    commit_grace: float

@@ -1,0 +1,224 @@
+"""The store contract: what every store offers, and what a session may use when offered.
+
+:class:`Store` is the core a backend must implement (four coroutines). The
+capabilities are separate protocols, so that a store declares each one by
+implementing it, and a wrapper around another store keeps a capability by
+forwarding it:
+
+- :class:`SupportsLocks`: the store owns the :class:`LockRegistry` that
+  serialises turns on one session within a process. A store without it gets a
+  registry of its own (see :meth:`LockRegistry.of`).
+- :class:`SupportsTurns`: exactly-once commits. ``commit(turn)`` applies a
+  :class:`Turn` at most once per ``turn_id``, and ``settle_turn`` decides a
+  commit whose outcome is unknown (applied, or aborted for good). A session
+  interrupted mid-commit settles it instead of guessing.
+- :class:`SupportsLeases`: a lease per session across processes, and fenced
+  commits (``Turn.fence``): a holder whose lease was lost cannot write.
+
+A session checks these once per store, never per call, and passes a store
+nothing its protocols do not declare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from .._exceptions import InvalidMessage
+from .._messages import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._locks import LockRegistry
+    from .._types import TTL
+
+__all__ = [
+    "Lease",
+    "Store",
+    "SupportsLeases",
+    "SupportsLocks",
+    "SupportsTurns",
+    "Turn",
+    "TurnOutcome",
+    "TurnStatus",
+]
+
+#: How a commit with an unknown outcome was decided.
+TurnOutcome = Literal["applied", "aborted"]
+#: What a store knows of a turn id: applied, aborted, or nothing (too old, never sent).
+TurnStatus = Literal["applied", "aborted", "unknown"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where session histories live: the four coroutines every backend implements.
+
+    No base class is needed. ``append`` must be atomic (all messages or none),
+    must append rather than rewrite (so that concurrent writers from several
+    processes never lose each other's messages), must cap the stored list to
+    the newest ``max_messages`` and refresh the sliding ``ttl`` (``None``: keep
+    forever). A store that receives the same ``turn_id`` twice applies it once.
+
+    Raises (all of them):
+        InvalidSessionId: the id is empty, not a str, or too long.
+        StoreUnavailable: the backend could not be reached; nothing was
+            written, and on ``append`` the messages are in ``.unsaved``.
+        CorruptHistory: a stored record cannot be decoded (``load``).
+    """
+
+    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first."""
+        ...
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        max_messages: int | None = None,
+        ttl: TTL = DEFAULT_TTL,
+        turn_id: str | None = None,
+    ) -> None:
+        """Atomically append, cap to ``max_messages`` and refresh the TTL."""
+        ...
+
+    async def delete(self, session_id: str) -> bool:
+        """Erase the session; True if it existed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store owns; idempotent."""
+        ...
+
+
+@runtime_checkable
+class SupportsLocks(Protocol):
+    """A store that owns the registry of its per-session in-process locks."""
+
+    @property
+    def locks(self) -> LockRegistry: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Turn:
+    """One turn's write, as a session hands it to a store.
+
+    Attributes:
+        session_id: the conversation written to.
+        messages: what the turn appends, in order (at least one).
+        turn_id: the idempotency key: a store applies each turn id at most
+            once, so a re-sent commit never duplicates a turn.
+        ttl: the sliding expiry refreshed by the write, in seconds (None:
+            keep forever). Given as a timedelta or int, it is normalised.
+        max_messages: cap the stored history to the newest this many (None:
+            no cap).
+        fence: a lease token (see :class:`SupportsLeases`): the write happens
+            only if that lease is still held; None writes unfenced.
+
+    Raises:
+        InvalidSessionId: a bad session id.
+        InvalidMessage: no messages, or an item that is not a Message.
+        TypeError, ValueError: a bad ttl, max_messages or turn_id.
+    """
+
+    session_id: str
+    messages: tuple[Message, ...]
+    turn_id: str
+    ttl: float | None = DEFAULT_TTL
+    max_messages: int | None = None
+    fence: str | None = None
+
+    def __post_init__(self) -> None:
+        # The common values pass the fast paths of these checks: a turn is
+        # built on every commit.
+        object.__setattr__(self, "session_id", check_session_id(self.session_id))
+        ttl: TTL = self.ttl
+        object.__setattr__(self, "ttl", ttl_seconds(ttl))
+        check_limit("max_messages", self.max_messages)
+        messages = self.messages
+        if type(messages) is not tuple:
+            messages = tuple(messages)
+            object.__setattr__(self, "messages", messages)
+        if not messages:
+            raise InvalidMessage("a turn writes at least one message")
+        for i, m in enumerate(messages):
+            if type(m) is not Message and not isinstance(m, Message):
+                raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
+        if type(self.turn_id) is not str or not self.turn_id:
+            raise TypeError(f"turn_id must be a non-empty str, got {self.turn_id!r}")
+        if self.fence is not None and (type(self.fence) is not str or not self.fence):
+            raise TypeError(f"fence must be a non-empty str or None, got {self.fence!r}")
+
+
+@runtime_checkable
+class SupportsTurns(Protocol):
+    """Exactly-once commits, settled by turn id when their outcome is unknown.
+
+    ``commit`` applies ``turn`` atomically (all its messages or none) unless
+    its ``turn_id`` was applied or aborted before. When a commit is
+    interrupted (a cancellation, a lost reply), ``settle_turn`` returns
+    ``"applied"`` if it was, and otherwise marks the id aborted, so that a
+    copy of the commit still in flight can never apply afterwards.
+    """
+
+    async def commit(self, turn: Turn) -> None:
+        """Write ``turn`` once.
+
+        Raises:
+            StoreUnavailable: nothing was written (``.unsaved``).
+            CommitOutcomeUnknown: it may or may not have been written (never
+                twice); settle it by ``.turn_id``.
+            StoreRejected: the store refused the write; nothing was written.
+            LockLost: ``turn.fence`` is not the current lease; nothing was written.
+        """
+        ...
+
+    async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
+        """Decide a commit: ``"applied"``, or ``"aborted"`` for good.
+
+        Raises:
+            StoreUnavailable: the store could not be reached; still undecided.
+        """
+        ...
+
+
+class Lease(Protocol):
+    """A per-session lease held by one turn across processes."""
+
+    @property
+    def token(self) -> str:
+        """What fences the turn's commit (``Turn.fence``)."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """True once the holder knows the lease expired or was taken over."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lease back if still held; never raises for a store failure."""
+        ...
+
+
+@runtime_checkable
+class SupportsLeases(Protocol):
+    """Per-session leases across processes, and commits fenced by them.
+
+    When ``distributed_lock`` is true, a session takes the lease (after its
+    in-process lock) for the whole block and fences its commit with the
+    lease's token.
+    """
+
+    @property
+    def distributed_lock(self) -> bool: ...
+
+    async def acquire_lease(self, session_id: str, timeout: float | None = None) -> Lease:
+        """Take the session's lease, waiting up to ``timeout`` seconds (None: forever).
+
+        Raises:
+            SessionBusy: another holder kept it for the whole timeout.
+            StoreUnavailable: the store could not be reached.
+        """
+        ...

@@ -1,0 +1,63 @@
+"""Listing, inspection and erasure of sessions.
+
+Listing pages through the keyspace with SCAN (never KEYS), on every primary of
+a Cluster, matching the history keys of the schema with glob characters in
+the prefix escaped. Deleting removes every key of a session, and its index
+entry, in one atomic step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import _keys
+from ._errors import mapped_errors
+from ._scripts import DELETE
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ._cache import NearCache
+    from ._index import SessionIndex
+    from ._link import Link
+
+__all__ = ["Admin"]
+
+
+class Admin:
+    __slots__ = ("_cache", "_index", "_link")
+
+    def __init__(self, link: Link, index: SessionIndex, cache: NearCache) -> None:
+        self._link = link
+        self._index = index
+        self._cache = cache
+
+    async def delete(self, session_id: str) -> bool:
+        self._cache.drop(session_id)
+        keys: tuple[bytes, ...] = _keys.session_keys(self._link.prefix, session_id)
+        if self._index.key is not None:
+            keys += (self._index.key,)
+        with mapped_errors(session_id, f"deleting session {session_id!r}"):
+            removed = await DELETE(self._link.client, keys, (_keys.encode_id(session_id),))
+        return bool(removed)
+
+    async def ttl(self, session_id: str) -> float | None:
+        k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
+        with mapped_errors(session_id, "reading a TTL"):
+            ms = await self._link.client.execute_command("PTTL", k)
+        return None if ms < 0 else ms / 1000.0
+
+    async def exists(self, session_id: str) -> bool:
+        k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
+        with mapped_errors(session_id, "checking a session"):
+            return bool(await self._link.client.execute_command("EXISTS", k))
+
+    async def sessions(self, prefix: str, page_size: int) -> AsyncIterator[str]:
+        own = self._link.prefix
+        head, tail = _keys.key_parts(own, _keys.HISTORY)
+        pattern = _keys.glob_escape(head + _keys.encode_id(prefix)) + "*" + tail
+        with mapped_errors(None, "listing sessions"):
+            async for raw in self._link.client.scan_iter(match=pattern, count=page_size):
+                session_id = _keys.parse_key(own, raw)
+                if session_id is not None and session_id.startswith(prefix):
+                    yield session_id

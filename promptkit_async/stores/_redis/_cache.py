@@ -1,0 +1,98 @@
+"""The near cache: session windows this process read or wrote, keyed by version.
+
+An entry is only ever served after Redis confirmed, inside the load script,
+that the session's version (its newest turn id) is still the entry's, so the
+cache saves the transfer and decoding of a window, never the check. Our own
+commit extends an entry only when the commit script reports that nobody wrote
+in between; anything else drops it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..._messages import Message
+
+__all__ = ["CacheEntry", "NearCache"]
+
+
+class CacheEntry:
+    """A session window, valid while ``version`` is the session's current one."""
+
+    __slots__ = ("complete", "messages", "version")
+
+    def __init__(self, version: str, messages: tuple[Message, ...], complete: bool) -> None:
+        self.version = version
+        self.messages = messages
+        self.complete = complete  # the whole stored history, not just its newest part
+
+
+class NearCache:
+    """At most ``size`` entries, least recently used evicted first (0: off)."""
+
+    __slots__ = ("_entries", "hits", "misses", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, session_id: str) -> CacheEntry | None:
+        return self._entries.get(session_id)
+
+    def usable(self, session_id: str, limit: int | None) -> CacheEntry | None:
+        """The entry if it holds at least the window asked for (to be revalidated)."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        if entry.complete or (limit is not None and len(entry.messages) >= limit):
+            return entry
+        return None
+
+    def hit(self, session_id: str, entry: CacheEntry, limit: int | None) -> list[Message]:
+        """Serve ``entry``, which Redis just confirmed current."""
+        self.hits += 1
+        self._entries.move_to_end(session_id)
+        return list(entry.messages if limit is None else entry.messages[-limit:])
+
+    def remember(self, session_id: str, entry: CacheEntry) -> None:
+        self._entries[session_id] = entry
+        self._entries.move_to_end(session_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def drop(self, session_id: str) -> None:
+        self._entries.pop(session_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def advance(
+        self,
+        session_id: str,
+        previous: str | None,
+        turn_id: str,
+        batch: Sequence[Message],
+        max_messages: int | None,
+    ) -> None:
+        """After our own commit, extend the cached window if nobody wrote in between."""
+        entry = self._entries.get(session_id)
+        if entry is None or previous is None or entry.version != previous:
+            self._entries.pop(session_id, None)
+            return
+        combined = entry.messages + tuple(batch)
+        complete = entry.complete
+        if max_messages is not None and len(combined) >= max_messages:
+            combined = combined[-max_messages:]
+            complete = True  # storage was capped to exactly this
+        elif not complete:
+            combined = combined[-len(entry.messages) :] if entry.messages else combined
+        self.remember(session_id, CacheEntry(turn_id, combined, complete))

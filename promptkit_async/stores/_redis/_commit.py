@@ -1,0 +1,221 @@
+"""The exactly-once commit: one script call per turn, re-sent and settled by turn id.
+
+The commit script (``_scripts.COMMIT``) checks the turn id, the abort marker
+and the fence, then appends, caps, refreshes the TTL, records the turn id and
+updates the session index, all in one atomic step. Because the turn id is
+checked inside that step, re-sending a commit is always safe; so is giving up
+on one, because :meth:`Committer.settle` marks an unanswered turn id aborted,
+and an aborted id never applies. What a failure means for the caller:
+
+- nothing was sent, or the server refused to run it: ``StoreUnavailable`` or
+  ``StoreRejected`` with ``.unsaved``: certainly not stored;
+- a reply was lost: the turn is settled by id (applied, or aborted and then
+  ``StoreUnavailable``), and only when even that fails ``CommitOutcomeUnknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from ..._exceptions import (
+    CommitOutcomeUnknown,
+    LockLost,
+    StoreRejected,
+    StoreUnavailable,
+)
+from ..._messages import encode_message
+from . import _keys
+from ._errors import Failure, classify, mapped_errors, pool_exhausted
+from ._link import client_retries, reraise_pending_cancel
+from ._scripts import COMMIT, RESOLVE
+
+if TYPE_CHECKING:
+    from ..._messages import Message
+    from .._contract import Turn, TurnOutcome, TurnStatus
+    from ._cache import NearCache
+    from ._index import SessionIndex
+    from ._link import Link
+
+__all__ = ["TURN_MEMORY", "Committer"]
+
+logger = logging.getLogger("promptkit_async.stores.redis")
+
+#: How many recent turn ids a session remembers for exactly-once commits.
+TURN_MEMORY: Final = 64
+#: How long an abort marker outlives a session that had no turns key yet.
+_ABORT_MARKER_TTL_MS: Final = 3_600_000
+
+# Script statuses.
+_APPLIED, _ALREADY_APPLIED, _ABORTED, _FENCED = 1, 0, -1, -2
+
+
+class Committer:
+    """Commits turns and settles them; extends the near cache after our own commits."""
+
+    __slots__ = ("_cache", "_index", "_link", "compress_above")
+
+    def __init__(
+        self, link: Link, cache: NearCache, index: SessionIndex, compress_above: int | None
+    ) -> None:
+        self._link = link
+        self._cache = cache
+        self._index = index
+        self.compress_above = compress_above
+
+    async def commit(self, turn: Turn) -> None:
+        session_id = turn.session_id
+        batch = turn.messages
+        compress = self.compress_above
+        entries = [encode_message(m, compress_above=compress) for m in batch]
+        prefix = self._link.prefix
+        keys: tuple[bytes, ...] = _keys.session_keys(prefix, session_id)
+        if turn.fence:
+            # Only when fenced: during a Cluster slot migration, a declared key
+            # that exists on neither node (a lease nobody holds) makes Redis
+            # answer TRYAGAIN to every commit of the session until the move ends.
+            keys += (_keys.key(prefix, session_id, _keys.LEASE),)
+        index = self._index.key
+        if index is not None:
+            keys += (index,)
+        ttl = turn.ttl
+        args = (
+            turn.turn_id,
+            turn.max_messages or 0,
+            0 if ttl is None else max(1, int(ttl * 1000)),
+            TURN_MEMORY,
+            turn.fence or "",
+            _keys.encode_id(session_id) if index is not None else "",
+            *entries,
+        )
+        status, previous = await self._send(turn, keys, args)
+        if status == _ABORTED:
+            raise StoreUnavailable(
+                f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
+                session_id=session_id,
+                unsaved=batch,
+            )
+        if status == _FENCED:
+            raise LockLost(
+                f"session {session_id!r} not saved: its distributed lease expired or was "
+                "taken over before the commit",
+                session_id=session_id,
+                unsaved=batch,
+            )
+        if status == _APPLIED and self._cache.size:
+            self._cache.advance(session_id, previous, turn.turn_id, batch, turn.max_messages)
+
+    async def _send(
+        self, turn: Turn, keys: tuple[bytes, ...], args: tuple[Any, ...]
+    ) -> tuple[int, str | None]:
+        """Send the commit script, re-sending it (same turn id: it applies once) when the
+        connection failed; decide the outcome when no attempt got a reply."""
+        link = self._link
+        maybe_sent = False
+        last: BaseException | None = None
+        for attempt in range(link.retries + 1):
+            try:
+                reply = await COMMIT(link.client, keys, args)
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                last = exc
+                if failure is Failure.LOST:
+                    reraise_pending_cancel()
+                    maybe_sent = True
+                elif failure is Failure.UNREACHABLE:
+                    reraise_pending_cancel()
+                    if pool_exhausted(exc):
+                        break  # no connection was had: nothing was sent
+                    # A failed connect proves nothing ran, unless the client retried
+                    # by itself and an earlier attempt of its own lost its reply.
+                    if client_retries(link.client) != 0:
+                        maybe_sent = True
+                elif maybe_sent:
+                    break  # this attempt ran nothing, but an earlier one may have
+                else:
+                    raise _not_saved(turn, failure, exc) from exc
+            else:
+                previous = reply[1]
+                if previous is not None:
+                    previous = previous.decode() if isinstance(previous, bytes) else str(previous)
+                return int(reply[0]), previous
+            if attempt < link.retries:
+                await asyncio.sleep(link.backoff.compute(attempt + 1))
+        assert last is not None
+        if not maybe_sent:
+            raise StoreUnavailable(
+                f"Redis unavailable, session {turn.session_id!r} not saved: {last}",
+                session_id=turn.session_id,
+                unsaved=turn.messages,
+            ) from last
+        # Settled by id: the version before it is unknown, so the near cache must
+        # not extend its window (None drops the entry).
+        return await self._resolve(turn, last), None
+
+    async def _resolve(self, turn: Turn, cause: BaseException) -> int:
+        """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
+        keys = _keys.session_keys(self._link.prefix, turn.session_id)
+        try:
+            return int(await RESOLVE(self._link.client, keys, (turn.turn_id, _ABORT_MARKER_TTL_MS)))
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
+            logger.warning(
+                "commit of session %r turn %s: reply lost and not resolved (%s)",
+                turn.session_id,
+                turn.turn_id,
+                type(exc).__name__,
+            )
+            raise CommitOutcomeUnknown(
+                f"session {turn.session_id!r}: the commit of turn {turn.turn_id} was sent but "
+                f"its reply was lost ({type(cause).__name__}: {cause}); it is stored once or "
+                "not at all",
+                session_id=turn.session_id,
+                turn_id=turn.turn_id,
+                unsaved=turn.messages,
+            ) from cause
+
+    async def settle(self, session_id: str, turn_id: str) -> TurnOutcome:
+        keys = _keys.session_keys(self._link.prefix, session_id)
+        with mapped_errors(session_id, f"settling a commit of session {session_id!r}"):
+            status = await RESOLVE(self._link.client, keys, (turn_id, _ABORT_MARKER_TTL_MS))
+        self._cache.drop(session_id)
+        return "applied" if int(status) == 1 else "aborted"
+
+    async def status(self, session_id: str, turn_id: str) -> TurnStatus:
+        k = _keys.key(self._link.prefix, session_id, _keys.TURNS)
+        client = self._link.client
+        with mapped_errors(session_id, "checking a turn"):
+            applied = await client.execute_command("ZSCORE", k, turn_id)
+            if applied is not None:
+                return "applied"
+            aborted = await client.execute_command("ZSCORE", k, "!" + turn_id)
+        return "aborted" if aborted is not None else "unknown"
+
+
+def _not_saved(turn: Turn, failure: Failure, exc: BaseException) -> Exception:
+    """The error for a commit that the server refused or never ran: nothing was written."""
+    session_id = turn.session_id
+    unsaved: tuple[Message, ...] = turn.messages
+    if failure in (Failure.REFUSED, Failure.WRONG_TYPE):
+        text = str(exc)
+        # redis-py strips the OOM code from the message of OutOfMemoryError.
+        if type(exc).__name__ == "OutOfMemoryError" or "OOM" in text:
+            reason = "out of memory"
+        elif failure is Failure.WRONG_TYPE or "WRONGTYPE" in text:
+            reason = "a key of this session has the wrong Redis type"
+        else:
+            reason = "error"
+        return StoreRejected(
+            f"Redis refused to save session {session_id!r} ({reason}): {text}",
+            session_id=session_id,
+            unsaved=unsaved,
+        )
+    return StoreUnavailable(
+        f"Redis unavailable, session {session_id!r} not saved: {type(exc).__name__}: {exc}",
+        session_id=session_id,
+        unsaved=unsaved,
+    )

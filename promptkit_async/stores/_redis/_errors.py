@@ -1,0 +1,218 @@
+"""What a redis-py error means for the store: one table, read in one place.
+
+Every exception class redis-py defines is listed in :data:`REDIS_ERRORS` with
+what it tells the store about the command that raised it (a test checks that
+none is missing, so a new redis-py exception fails the suite instead of
+escaping). Server errors arrive as ``ResponseError`` subclasses or as a plain
+``ResponseError`` whose first word is the server's error code; the codes that
+matter are in :data:`RESPONSE_CODES`. The few facts redis-py gives only in
+text are read here and nowhere else:
+
+- a connection that could not be made at all (refused, no route) is told
+  apart from one that broke mid-command by redis-py's message
+  ("Error ... connecting to ...") or a ``ConnectionRefusedError`` cause;
+- the blocking pool's timeout is a ``ConnectionError("No connection available")``;
+- redis-py's own teardown of a connection while another task sends on it
+  surfaces as an ``AttributeError`` raised inside redis-py (seen with 8.1's
+  Cluster client during slot migrations): a broken connection, told apart
+  from a bug of ours by the file that raised it.
+
+Each operation then turns a :class:`Failure` into one of our errors:
+:func:`store_error` for everything but commits, whose outcome rules live in
+``_commit.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+from typing import TYPE_CHECKING, Final
+
+from redis import exceptions as rexc
+
+from ..._exceptions import CorruptHistory, StoreError, StoreRejected, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "REDIS_ERRORS",
+    "RESPONSE_CODES",
+    "Failure",
+    "classify",
+    "mapped_errors",
+    "pool_exhausted",
+    "store_error",
+]
+
+
+class Failure(enum.Enum):
+    """What a failed Redis command tells about its effect."""
+
+    #: No connection was had: the command was never sent, nothing ran.
+    UNREACHABLE = "unreachable"
+    #: The connection broke or timed out after sending: it may have run.
+    LOST = "lost"
+    #: The reply could not be read: it may have run.
+    PROTOCOL = "protocol"
+    #: The server cannot run commands now (loading, busy script, failover,
+    #: Cluster resharding or down): nothing ran; try again later.
+    BUSY = "busy"
+    #: The server refused the command (out of memory, ACL, script error): nothing ran.
+    REFUSED = "refused"
+    #: A key holds another Redis type than the command expects: nothing ran.
+    WRONG_TYPE = "wrong type"
+    #: A text client (decode_responses=True) met stored bytes that are not UTF-8.
+    UNDECODABLE = "undecodable"
+    #: redis-py refused how it was called, or a feature we never use failed.
+    USAGE = "usage"
+
+
+#: Every exception class of ``redis.exceptions``, most specific first.
+REDIS_ERRORS: Final[Mapping[type[BaseException], Failure]] = {
+    # Connections: refined by _connection_failure() into UNREACHABLE or LOST.
+    rexc.MaxConnectionsError: Failure.UNREACHABLE,
+    rexc.AuthenticationError: Failure.UNREACHABLE,
+    rexc.AuthorizationError: Failure.UNREACHABLE,
+    rexc.ExternalAuthProviderError: Failure.UNREACHABLE,
+    rexc.BusyLoadingError: Failure.BUSY,
+    rexc.ConnectionError: Failure.LOST,
+    rexc.TimeoutError: Failure.LOST,
+    rexc.InvalidResponse: Failure.PROTOCOL,
+    # Server states that pass: nothing ran.
+    rexc.MasterDownError: Failure.BUSY,
+    rexc.ClusterDownError: Failure.BUSY,
+    rexc.TryAgainError: Failure.BUSY,
+    rexc.ReadOnlyError: Failure.BUSY,
+    rexc.MovedError: Failure.BUSY,
+    rexc.AskError: Failure.BUSY,
+    rexc.ClusterError: Failure.BUSY,
+    rexc.SlotNotCoveredError: Failure.BUSY,
+    rexc.RedisClusterException: Failure.BUSY,
+    # Refusals: nothing ran.
+    rexc.OutOfMemoryError: Failure.REFUSED,
+    rexc.NoPermissionError: Failure.REFUSED,
+    rexc.NoScriptError: Failure.REFUSED,
+    rexc.ExecAbortError: Failure.REFUSED,
+    rexc.ClusterCrossSlotError: Failure.REFUSED,
+    rexc.CrossSlotTransactionError: Failure.REFUSED,
+    rexc.ModuleError: Failure.REFUSED,
+    rexc.NoSuchFieldsetError: Failure.REFUSED,
+    rexc.AuthenticationWrongNumberOfArgsError: Failure.REFUSED,
+    rexc.ResponseError: Failure.REFUSED,  # refined by RESPONSE_CODES
+    # Usage, and redis-py features the store does not use.
+    rexc.DataError: Failure.USAGE,
+    rexc.WatchError: Failure.USAGE,
+    rexc.PubSubError: Failure.USAGE,
+    rexc.LockNotOwnedError: Failure.USAGE,
+    rexc.LockError: Failure.USAGE,
+    rexc.InvalidPipelineStack: Failure.USAGE,
+    rexc.IncorrectPolicyType: Failure.USAGE,
+    rexc.ChildDeadlockedError: Failure.USAGE,
+    rexc.RedisError: Failure.USAGE,
+}
+
+#: Server error codes (the first word of an error reply) that a plain
+#: ResponseError may carry, and what they mean.
+RESPONSE_CODES: Final[Mapping[str, Failure]] = {
+    "WRONGTYPE": Failure.WRONG_TYPE,
+    "BUSY": Failure.BUSY,
+    "LOADING": Failure.BUSY,
+    "MASTERDOWN": Failure.BUSY,
+    "READONLY": Failure.BUSY,
+    "TRYAGAIN": Failure.BUSY,
+    "CLUSTERDOWN": Failure.BUSY,
+    "OOM": Failure.REFUSED,
+    "NOPERM": Failure.REFUSED,
+}
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """No connection could be taken from the pool: the command was never sent."""
+    return isinstance(exc, rexc.MaxConnectionsError) or (
+        isinstance(exc, rexc.ConnectionError) and str(exc).startswith("No connection available")
+    )
+
+
+def _connection_failure(exc: rexc.ConnectionError) -> Failure:
+    if pool_exhausted(exc):
+        return Failure.UNREACHABLE
+    if "connecting to" in str(exc) or isinstance(exc.__context__, ConnectionRefusedError):
+        return Failure.UNREACHABLE
+    return Failure.LOST
+
+
+def _raised_inside_redis(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """What ``exc`` says about the command, or None if it is not a Redis failure."""
+    if isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
+        for cls in type(exc).__mro__:
+            failure = REDIS_ERRORS.get(cls)
+            if failure is not None:
+                break
+        else:  # pragma: no cover - every class derives from a listed one
+            failure = Failure.USAGE
+        if failure is Failure.LOST and isinstance(exc, rexc.ConnectionError):
+            return _connection_failure(exc)
+        if type(exc) is rexc.ResponseError:
+            code = str(exc).split(" ", 1)[0]
+            return RESPONSE_CODES.get(code, Failure.REFUSED)
+        return failure
+    if isinstance(exc, UnicodeDecodeError):
+        return Failure.UNDECODABLE
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):  # raw socket errors, wait_for timeouts
+        if isinstance(exc, ConnectionRefusedError):
+            return Failure.UNREACHABLE
+        return Failure.LOST
+    if isinstance(exc, AttributeError) and _raised_inside_redis(exc):
+        return Failure.LOST
+    return None
+
+
+def store_error(
+    failure: Failure, exc: BaseException, session_id: str | None, action: str
+) -> StoreError:
+    """Our error for a failed read or administrative command (commits: see _commit.py)."""
+    name = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AttributeError):  # redis-py tore the connection down (see classify)
+        return StoreUnavailable(
+            f"Redis connection broke while {action}: {name}", session_id=session_id
+        )
+    if failure in (Failure.UNREACHABLE, Failure.LOST, Failure.PROTOCOL, Failure.BUSY):
+        return StoreUnavailable(f"Redis unavailable while {action}: {name}", session_id=session_id)
+    if failure is Failure.WRONG_TYPE and session_id is not None:
+        return CorruptHistory(
+            f"session {session_id!r}: the Redis key has the wrong type ({exc})",
+            session_id=session_id,
+        )
+    if failure is Failure.UNDECODABLE:
+        message = (
+            f"Redis returned bytes that are not UTF-8 text while {action} ({exc}); "
+            "a client with decode_responses=True cannot read compressed records"
+        )
+        if session_id is not None:
+            return CorruptHistory(message, session_id=session_id)
+        return StoreError(message)
+    if failure in (Failure.REFUSED, Failure.WRONG_TYPE):
+        return StoreRejected(f"Redis refused {action}: {exc}", session_id=session_id)
+    return StoreError(f"Redis error while {action}: {name}")
+
+
+@contextlib.contextmanager
+def mapped_errors(session_id: str | None, action: str) -> Iterator[None]:
+    """Map every Redis failure raised inside to our error, ``from`` the original."""
+    try:
+        yield
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        raise store_error(failure, exc, session_id, action) from exc

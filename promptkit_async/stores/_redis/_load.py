@@ -1,0 +1,70 @@
+"""Loading a window: one ``LRANGE``, or with the near cache one version check.
+
+Either way a load is one round trip. Without the cache it reads the newest
+``limit`` records; with it, the load script compares the cached entry's
+version with the session's inside Redis and transfers the window only when
+another writer changed it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..._messages import decode_message
+from . import _keys
+from ._cache import CacheEntry
+from ._errors import mapped_errors
+from ._scripts import LOAD_IF_CHANGED
+
+if TYPE_CHECKING:
+    from ..._messages import Message
+    from ._cache import NearCache
+    from ._link import Link
+
+__all__ = ["Loader"]
+
+
+class Loader:
+    """Reads session windows through ``link``, and through ``cache`` when it is on."""
+
+    __slots__ = ("_cache", "_link")
+
+    def __init__(self, link: Link, cache: NearCache) -> None:
+        self._link = link
+        self._cache = cache
+
+    async def load(self, session_id: str, limit: int | None) -> list[Message]:
+        """The newest ``limit`` (> 0) messages, or all (None); ids already checked."""
+        if self._cache.size:
+            return await self._load_cached(session_id, limit)
+        k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
+        with mapped_errors(session_id, f"loading session {session_id!r}"):
+            raw = await self._link.read("LRANGE", k, -limit if limit else 0, -1)
+        return decode_window(session_id, raw, limit)
+
+    async def _load_cached(self, session_id: str, limit: int | None) -> list[Message]:
+        cache = self._cache
+        entry = cache.usable(session_id, limit)
+        keys = _keys.session_keys(self._link.prefix, session_id)
+        known = entry.version if entry is not None else ""
+        with mapped_errors(session_id, f"loading session {session_id!r}"):
+            reply = await LOAD_IF_CHANGED(self._link.client, keys, (known, -limit if limit else 0))
+        version = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if len(reply) == 1 and entry is not None:
+            return cache.hit(session_id, entry, limit)
+        cache.misses += 1
+        messages = decode_window(session_id, list(reply[1]), limit)
+        # An absent session is cached too (version ''): the script never calls ''
+        # current, but our own next commit can extend it.
+        complete = limit is None or len(messages) < limit
+        cache.remember(session_id, CacheEntry(version, tuple(messages), complete))
+        return messages
+
+
+def decode_window(session_id: str, raw: list[bytes], limit: int | None) -> list[Message]:
+    windowed = limit is not None and len(raw) == limit
+    return [
+        # A windowed load cannot know absolute positions: count from the end.
+        decode_message(item, session_id=session_id, index=i - len(raw) if windowed else i)
+        for i, item in enumerate(raw)
+    ]

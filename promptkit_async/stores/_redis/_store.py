@@ -1,0 +1,336 @@
+"""RedisStore: conversation state in Redis (standalone or Cluster) via redis.asyncio.
+
+The class is a composition of the rooms beside it: :class:`Loader` (one round
+trip per load, with or without the near cache), :class:`Committer` (one
+exactly-once script call per turn, settled by turn id), :class:`Leases`,
+:class:`SessionIndex` (metrics), and :class:`Admin` (listing, erasure), all
+talking to Redis through one :class:`Link`, with redis-py's errors read
+through the table in ``_errors.py``.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from ..._config import check_limit, check_session_id
+from ..._metrics import StateMetrics
+from .._shared import BaseStore
+from . import _keys
+from ._admin import Admin
+from ._cache import NearCache
+from ._commit import Committer
+from ._connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_TIMEOUT,
+    DEFAULT_RETRIES,
+    DEFAULT_SOCKET_TIMEOUT,
+    client_from_url,
+)
+from ._errors import mapped_errors
+from ._index import SessionIndex
+from ._leases import Leases, RedisLease
+from ._link import Link, connection_kwargs
+from ._load import Loader
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from ..._messages import Message
+    from .._contract import Turn, TurnOutcome, TurnStatus
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore(BaseStore):
+    """Conversation histories in Redis (standalone or Cluster).
+
+    Args:
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``.
+            It is borrowed: ``aclose()`` leaves it open. Use :meth:`from_url` to
+            let the store own one. ``decode_responses=False`` (redis-py's default)
+            is slightly faster and is required for ``compress_above``.
+        prefix: first part of every key; must not contain ``{`` or ``}``.
+        compress_above: zlib-compress stored records larger than this many
+            bytes (None: never). Reads decode either form whatever the setting.
+        distributed_lock: serialise turns on a session across processes with a
+            Redis lease (layered under the in-process lock), fenced in the commit.
+        lease_ttl: seconds a lease lives without renewal (renewed every third).
+        near_cache: how many session windows to keep in this process (0: off).
+            A cached window is revalidated by version on every load (one round
+            trip, no history transfer), so it is never stale.
+        track_sessions: keep a sorted-set index of live sessions (standalone
+            only) so that :meth:`metrics` costs O(log n) instead of a SCAN.
+        observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
+
+    Commits are idempotent by turn id, so the client's own retries cannot
+    duplicate a turn.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        *,
+        prefix: str = "promptkit",
+        compress_above: int | None = None,
+        distributed_lock: bool = False,
+        lease_ttl: float = 30.0,
+        near_cache: int = 0,
+        track_sessions: bool = True,
+        observers: Sequence[object] = (),
+    ) -> None:
+        if not isinstance(client, (aioredis.Redis, RedisCluster)):
+            raise TypeError(
+                "RedisStore needs a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
+                f"got {type(client).__name__}"
+            )
+        if connection_kwargs(client).get("decode_responses") and compress_above is not None:
+            raise ValueError(
+                "compress_above needs a client created with decode_responses=False: "
+                "compressed records are bytes, not text"
+            )
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
+        check_limit("compress_above", compress_above, minimum=0)
+        check_limit("near_cache", near_cache, minimum=0)
+        if not 0.01 <= lease_ttl < 1e9:
+            raise ValueError(f"lease_ttl must be at least 0.01 seconds, got {lease_ttl!r}")
+        super().__init__(observers=observers)
+        self._link = link = Link(client, prefix)
+        self._owns_client = False
+        self._closed = False
+        self._distributed_lock = bool(distributed_lock)
+        self._cache = NearCache(near_cache)
+        self._index = SessionIndex(link, enabled=track_sessions)
+        self._loader = Loader(link, self._cache)
+        self._committer = Committer(link, self._cache, self._index, compress_above)
+        self._leases = Leases(link, float(lease_ttl))
+        self._admin = Admin(link, self._index, self._cache)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        max_connections: int = 100,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
+        client_options: dict[str, Any] | None = None,
+        **store_options: Any,
+    ) -> RedisStore:
+        """Build a store that owns its client (closed by ``aclose()``).
+
+        ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs are accepted;
+        ``cluster=True`` (or a ``redis+cluster://`` / ``rediss+cluster://`` URL)
+        connects to a Redis Cluster. Timeouts and retries are explicit: a few
+        quick retries with backoff, never a storm (commits are idempotent, so a
+        retry cannot duplicate a turn). A burst of more concurrent turns than
+        ``max_connections`` waits up to ``pool_timeout`` seconds for a connection
+        instead of failing at once. ``client_options`` go to redis-py;
+        ``store_options`` (prefix, near_cache, ...) to :class:`RedisStore`.
+
+        Raises:
+            ValueError: the URL is not a Redis URL.
+        """
+        client, retries = client_from_url(
+            url,
+            cluster=cluster,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            client_options=client_options,
+        )
+        store = cls(client, **store_options)
+        store._owns_client = True
+        store._link.retries = retries
+        return store
+
+    # -- settings and state --------------------------------------------------------
+
+    @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        return self._link.client
+
+    @property
+    def prefix(self) -> str:
+        return self._link.prefix
+
+    @property
+    def cluster(self) -> bool:
+        return self._link.cluster
+
+    @property
+    def compress_above(self) -> int | None:
+        return self._committer.compress_above
+
+    @property
+    def distributed_lock(self) -> bool:
+        """Whether sessions take a Redis lease and fence their commits."""
+        return self._distributed_lock
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._leases.ttl
+
+    @property
+    def near_cache(self) -> int:
+        return self._cache.size
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r}, cluster={self.cluster})"
+
+    async def aclose(self) -> None:
+        """Close the client if this store created it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cache.clear()
+        if self._owns_client:
+            await self._link.client.aclose()
+
+    def key(self, session_id: str, kind: str = _keys.HISTORY) -> bytes:
+        """The Redis key holding ``session_id``'s history (or another kind of its keys)."""
+        return _keys.key(self.prefix, check_session_id(session_id), kind)
+
+    async def ping(self) -> None:
+        """Check the server answers.
+
+        Raises:
+            StoreUnavailable: it does not.
+        """
+        with mapped_errors(None, "pinging"):
+            await self._link.client.execute_command("PING")
+
+    # -- load and commit -------------------------------------------------------------
+
+    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first; one round trip."""
+        session_id = check_session_id(session_id)
+        check_limit("limit", limit, minimum=0)
+        if limit == 0:
+            return []
+        started = perf_counter()
+        try:
+            messages = await self._loader.load(session_id, limit)
+        except Exception as exc:
+            self._instruments.failed("load", session_id, exc)
+            raise
+        self._instruments.loaded(session_id, started, len(messages))
+        return messages
+
+    async def commit(self, turn: Turn) -> None:
+        """Write ``turn`` atomically and exactly once (see :class:`SupportsTurns`).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached; nothing was written.
+                ``.unsaved`` holds the messages.
+            CommitOutcomeUnknown: the reply was lost and could not be checked;
+                the turn is stored once or not at all.
+            StoreRejected: Redis refused the write (out of memory, wrong key
+                type); nothing was written.
+            LockLost: ``turn.fence`` is not the current lease; nothing was written.
+        """
+        started = perf_counter()
+        try:
+            await self._committer.commit(turn)
+        except Exception as exc:
+            self._cache.drop(turn.session_id)
+            self._instruments.failed("save", turn.session_id, exc)
+            raise
+        self._instruments.saved(turn.session_id, started, len(turn.messages))
+
+    async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
+        """Decide a commit whose outcome is unknown: applied, or aborted for good.
+
+        An aborted turn can never apply afterwards, even if its commit is still
+        in flight: the abort marker is checked inside the commit script.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached; still unknown.
+        """
+        return await self._committer.settle(check_session_id(session_id), turn_id)
+
+    async def turn_status(self, session_id: str, turn_id: str) -> TurnStatus:
+        """Whether a turn was applied, aborted, or is unknown here (too old or never sent)."""
+        return await self._committer.status(check_session_id(session_id), turn_id)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def acquire_lease(self, session_id: str, timeout: float | None = None) -> RedisLease:
+        """Take the session's Redis lease, waiting up to ``timeout`` seconds.
+
+        Raises:
+            SessionBusy: another holder kept it for the whole timeout.
+            StoreUnavailable: Redis could not be reached.
+        """
+        return await self._leases.acquire(check_session_id(session_id), timeout)
+
+    # -- erase and inspect ---------------------------------------------------------------
+
+    async def delete(self, session_id: str) -> bool:
+        """Erase the session's history and turn ids (one atomic step); True if it existed."""
+        return await self._admin.delete(check_session_id(session_id))
+
+    async def ttl(self, session_id: str) -> float | None:
+        """Seconds until the session expires; None if it has no TTL or does not exist."""
+        return await self._admin.ttl(check_session_id(session_id))
+
+    async def exists(self, session_id: str) -> bool:
+        return await self._admin.exists(check_session_id(session_id))
+
+    async def sessions(self, prefix: str = "", *, page_size: int = 500) -> AsyncIterator[str]:
+        """Yield ids of sessions starting with ``prefix`` (literal, glob characters are safe).
+
+        Uses SCAN, never KEYS; on a Cluster every primary is scanned. An id may
+        be yielded twice if the keyspace is rehashed during the scan (SCAN's
+        guarantee); deduplicate if that matters.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        async for session_id in self._admin.sessions(prefix, page_size):
+            yield session_id
+
+    async def metrics(self, *, sample: int = 200) -> StateMetrics:
+        """A snapshot for health endpoints and alerts.
+
+        On standalone Redis with ``track_sessions`` (the default) it is one
+        script call whatever the number of sessions: the live-session index
+        gives the count, and ``avg_history_size``/``storage_used`` come from
+        LLEN and MEMORY USAGE of a random sample of ``sample`` sessions (exact
+        when there are no more), computed server-side. Measured with 100,000
+        sessions on a 2-core machine: 1-2.5 ms. On a Cluster, sessions are
+        counted by SCAN over every primary, which is O(total keys).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        check_limit("sample", sample)
+        with mapped_errors(None, "reading metrics"):
+            active, sampled, messages, used = await self._index.figures(
+                sample, self._admin.sessions("", 500)
+            )
+        return StateMetrics(
+            active_sessions=active,
+            avg_history_size=messages / sampled if sampled else 0.0,
+            load_latency=self._instruments.load_latency.summary(),
+            save_latency=self._instruments.save_latency.summary(),
+            storage_used=int(used / sampled * active) if sampled else 0,
+            sampled=sampled,
+            exact=sampled == active,
+        )

@@ -1,0 +1,132 @@
+"""BaseStore: what the bundled stores share, written once.
+
+Each bundled store implements the contract's capabilities itself (loading,
+committing a :class:`Turn`, settling a turn id); this base gives them the
+rest alike: the lock registry they own, observers and latency bookkeeping,
+``append`` in terms of ``commit`` (with its validation), and the listing
+helpers built on ``sessions``. A user store need not derive from it: the
+protocols in :mod:`._contract` are the contract.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING
+
+from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from .._ids import new_turn_id
+from .._locks import LockRegistry
+from .._metrics import Instruments, Observers
+from .._resources import AsyncResource
+from ._contract import Turn
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from .._messages import Message
+    from .._types import TTL
+    from ._contract import TurnOutcome
+
+__all__ = ["BaseStore"]
+
+
+class BaseStore(AsyncResource):
+    """Base of MemoryStore and RedisStore (see the module docstring).
+
+    Args:
+        observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
+    """
+
+    def __init__(self, *, observers: Sequence[object] = ()) -> None:
+        self._locks = LockRegistry()
+        self._instruments = Instruments(observers)
+
+    @property
+    def locks(self) -> LockRegistry:
+        """The per-session locks that serialise turns in this process."""
+        return self._locks
+
+    @property
+    def observers(self) -> Observers:
+        return self._instruments.observers
+
+    def add_observer(self, observer: object) -> None:
+        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks."""
+        self._instruments.observers.add(observer)
+
+    # -- the contract ------------------------------------------------------------
+
+    @abstractmethod
+    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first."""
+
+    @abstractmethod
+    async def commit(self, turn: Turn) -> None:
+        """Write ``turn`` atomically, at most once per turn id."""
+
+    @abstractmethod
+    async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
+        """Decide a commit whose outcome is unknown: applied, or aborted for good."""
+
+    @abstractmethod
+    async def delete(self, session_id: str) -> bool:
+        """Erase the session; True if it existed."""
+
+    @abstractmethod
+    def sessions(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield the ids of live sessions starting with ``prefix`` (a literal)."""
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        max_messages: int | None = None,
+        ttl: TTL = DEFAULT_TTL,
+        turn_id: str | None = None,
+    ) -> None:
+        """Append atomically and at most once per ``turn_id``, cap, refresh the TTL.
+
+        A commit of the messages as one :class:`Turn` (see :meth:`commit`);
+        an empty ``messages`` writes nothing, as on every store.
+
+        Raises:
+            InvalidSessionId, InvalidMessage, TypeError, ValueError: bad arguments.
+            StoreUnavailable: nothing was written (``.unsaved`` holds the messages).
+            CommitOutcomeUnknown: it may or may not have been written (never twice).
+            StoreRejected: the store refused the write; nothing was written.
+        """
+        batch = tuple(messages)
+        if not batch:
+            check_session_id(session_id)
+            check_limit("max_messages", max_messages)
+            ttl_seconds(ttl)
+            return
+        await self.commit(
+            Turn(
+                session_id=session_id,
+                messages=batch,
+                turn_id=turn_id if turn_id is not None else new_turn_id(),
+                ttl=ttl_seconds(ttl),
+                max_messages=max_messages,
+            )
+        )
+
+    async def list_sessions(self, prefix: str = "") -> list[str]:
+        """The ids of sessions starting with ``prefix``, sorted (see :meth:`sessions`)."""
+        return sorted({session_id async for session_id in self.sessions(prefix)})
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Erase every session whose id starts with ``prefix``; returns how many.
+
+        Raises:
+            ValueError: an empty prefix (erasing everything must be explicit:
+                iterate :meth:`sessions` yourself).
+        """
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("delete_prefix needs a non-empty str prefix")
+        doomed = {s async for s in self.sessions(prefix)}
+        count = 0
+        for session_id in doomed:
+            count += await self.delete(session_id)
+        return count
