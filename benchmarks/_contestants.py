@@ -135,7 +135,7 @@ class OursContestant(Contestant):
             self.name = name
 
     async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
-        from promptkit_async._messages import encode_message
+        from promptkit_async._codec import encode_message
 
         assert isinstance(self.store, RedisStore)
         compress = self.store.compress_above

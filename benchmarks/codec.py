@@ -16,7 +16,7 @@ import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from promptkit_async._messages import _from_record, _record, decode_message, encode_message
+from promptkit_async._codec import _from_record, _record, decode_message, encode_message
 
 from ._common import Context, history
 from ._harness import Variant, run_interleaved, summarize

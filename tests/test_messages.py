@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from promptkit_async import CorruptHistory, InvalidMessage, Message, ToolCall
-from promptkit_async._messages import FORMAT_VERSION, decode_message, encode_message
+from promptkit_async._codec import FORMAT_VERSION, decode_message, encode_message
 
 
 def roundtrip(m: Message, **kw: Any) -> Message:
@@ -158,7 +158,7 @@ def test_to_dict_is_openai_shaped() -> None:
     )
 )
 def test_the_fast_decoder_agrees_with_json_loads(raw: bytes) -> None:
-    from promptkit_async._messages import _loads
+    from promptkit_async._codec import _loads
 
     try:
         expected: object = json.loads(raw)

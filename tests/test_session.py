@@ -25,7 +25,6 @@ from promptkit_async import (
 from .conftest import free_port
 
 if TYPE_CHECKING:
-
     from promptkit_async import TTL
 
 

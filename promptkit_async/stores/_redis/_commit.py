@@ -19,13 +19,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from ..._codec import encode_message
 from ..._exceptions import (
     CommitOutcomeUnknown,
     LockLost,
     StoreRejected,
     StoreUnavailable,
 )
-from ..._messages import encode_message
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
 from ._link import client_retries, reraise_pending_cancel

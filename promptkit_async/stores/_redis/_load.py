@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..._messages import decode_message
+from ..._codec import decode_message
 from . import _keys
 from ._cache import CacheEntry
 from ._errors import mapped_errors

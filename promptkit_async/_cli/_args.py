@@ -1,0 +1,127 @@
+"""The command line's arguments and help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from ._common import EXIT_USAGE
+
+__all__ = ["parser"]
+
+_EPILOG = """\
+stores:
+  --store is "memory" (in this process only, so for chat) or a Redis URL:
+  redis://[[user]:password@]host:port/db, rediss://... (TLS), unix:///path/redis.sock,
+  redis+cluster://host:port (a Redis Cluster). It defaults to $REDIS_URL.
+  --key-prefix picks the key namespace (default $PROMPTKIT_PREFIX, else "promptkit").
+
+providers (chat):
+  OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible server), or
+  ANTHROPIC_API_KEY; the model is --model, else $PROMPTKIT_MODEL. With no key,
+  chat uses the offline scripted provider (it echoes, showing what it remembers).
+
+exit status:
+  0    success
+  1    unknown session (history, delete)
+  2    usage error: bad arguments, bad store URL, invalid session id, missing key
+  3    store unavailable or failing (Redis unreachable or timing out, corrupt data)
+  4    provider error (chat)
+  130  interrupted (Ctrl-C)
+
+examples:
+  promptkit-async chat                                        offline, in memory
+  printf 'hi\\nwhat did I say?\\n' | promptkit-async chat --store redis://localhost:6379
+  promptkit-async history user-42 --store redis://localhost:6379 --json
+  promptkit-async sessions --prefix user-42- --store redis://localhost:6379
+  promptkit-async delete user-42 --store redis://localhost:6379
+  promptkit-async stats --store redis://localhost:6379
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="promptkit-async",
+        description="Conversation state for LLM applications: a demo, a terminal chat, "
+        "and tools for the people who operate the store.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="two turns on the in-memory store, streamed, remembered")
+    demo.add_argument(
+        "--delay", type=float, default=0.04, help="seconds between streamed words (default 0.04)"
+    )
+
+    store = _Parser(add_help=False)
+    store.add_argument(
+        "--store", metavar="URL", help='"memory" or a Redis URL (default: $REDIS_URL)'
+    )
+    store.add_argument(
+        "--key-prefix",
+        metavar="P",
+        help="Redis key namespace (default: $PROMPTKIT_PREFIX, else promptkit)",
+    )
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            parents=[store],
+            epilog="exit status: see `promptkit-async --help`",
+        )
+
+    chat = command(
+        "chat",
+        "chat in the terminal (reads lines from a pipe too)",
+        "Chat in the terminal, the reply streamed as it arrives. With stdin not a "
+        "terminal, each input line is one message, each reply one output line, and "
+        "the command ends at end of input. Without a provider key it uses the offline "
+        "scripted provider.",
+    )
+    chat.add_argument("--session", metavar="ID", help="session id (default: cli-<user name>)")
+    chat.add_argument(
+        "--provider",
+        choices=("scripted", "openai", "anthropic"),
+        help="default: from the keys set in the environment",
+    )
+    chat.add_argument("--model", metavar="M", help="model name (default: $PROMPTKIT_MODEL)")
+    chat.add_argument("--system", metavar="S", help="system prompt (sent, never stored)")
+    chat.add_argument(
+        "--delay", type=float, help="scripted provider: seconds between words (default 0.03)"
+    )
+
+    history = command(
+        "history", "print a session's messages", "Print a session's stored messages, oldest first."
+    )
+    history.add_argument("session_id", metavar="ID")
+    history.add_argument("--json", action="store_true", help='{"session_id":..., "messages":[...]}')
+
+    delete = command("delete", "erase a session", "Erase a session's history.")
+    delete.add_argument("session_id", metavar="ID")
+
+    sessions = command(
+        "sessions",
+        "list session ids",
+        "List the ids of stored sessions, page by page (SCAN, never KEYS; every primary "
+        "of a Cluster). The prefix is literal: * ? [ ] in it match only themselves.",
+    )
+    sessions.add_argument("--prefix", default="", metavar="P", help="only ids starting with P")
+    sessions.add_argument("--json", action="store_true", help="print a sorted JSON array")
+
+    stats = command(
+        "stats",
+        "print store metrics",
+        "Print the store's metrics: active sessions, average history size, storage used, "
+        "and this process's load/save latencies (none yet in a fresh process).",
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser

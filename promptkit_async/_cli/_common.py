@@ -1,0 +1,72 @@
+"""What every command shares: exit statuses, user errors, opening the store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from ..stores import MemoryStore, RedisStore
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..stores import Store
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_PROVIDER",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "Fail",
+    "describe",
+    "err",
+    "open_store",
+]
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+EXIT_PROVIDER = 4
+EXIT_INTERRUPTED = 130
+
+
+class Fail(Exception):
+    """A user error: printed as one line, then exit with ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def err(message: str) -> None:
+    sys.stderr.write(f"promptkit-async: {message}\n")
+    sys.stderr.flush()
+
+
+def open_store(args: argparse.Namespace, *, persistent: bool) -> MemoryStore | RedisStore:
+    """The store ``--store`` names (a memory store only for commands that can use one)."""
+    url: str | None = args.store or os.environ.get("REDIS_URL") or None
+    if url is None or url == "memory":
+        if persistent:
+            raise Fail(
+                EXIT_USAGE,
+                f"{args.command} needs a Redis store: pass --store redis://HOST:PORT "
+                "or set REDIS_URL (a memory store is empty in a new process)",
+            )
+        return MemoryStore()
+    prefix = args.key_prefix or os.environ.get("PROMPTKIT_PREFIX") or "promptkit"
+    try:
+        return RedisStore.from_url(url, prefix=prefix)
+    except (ValueError, TypeError) as exc:
+        raise Fail(EXIT_USAGE, f"bad store URL: {exc}") from None
+
+
+def describe(store: Store) -> str:
+    """How a store is named in messages."""
+    if isinstance(store, RedisStore):
+        return f"Redis, key prefix {store.prefix!r}"
+    return "in memory (this process only)"

@@ -1,0 +1,91 @@
+"""``history``, ``delete``, ``sessions`` and ``stats``: tools for the people who run the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .._config import check_session_id
+from ..stores import RedisStore
+from ._chat import print_history
+from ._common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Fail, describe, open_store
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["delete", "history", "sessions", "stats"]
+
+
+async def history(args: argparse.Namespace) -> int:
+    session_id = check_session_id(args.session_id)
+    async with open_store(args, persistent=True) as store:
+        messages = await store.load(session_id)
+        if not messages:
+            raise Fail(EXIT_NOT_FOUND, f"no session {session_id!r} ({describe(store)})")
+    if args.json:
+        body = {"session_id": session_id, "messages": [m.to_dict() for m in messages]}
+        sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+    else:
+        print_history(messages, sys.stdout)
+    return EXIT_OK
+
+
+async def delete(args: argparse.Namespace) -> int:
+    session_id = check_session_id(args.session_id)
+    async with open_store(args, persistent=True) as store:
+        if not await store.delete(session_id):
+            raise Fail(EXIT_NOT_FOUND, f"no session {session_id!r} ({describe(store)})")
+    sys.stdout.write(f"deleted {session_id!r}\n")
+    return EXIT_OK
+
+
+async def sessions(args: argparse.Namespace) -> int:
+    async with open_store(args, persistent=True) as store:
+        assert isinstance(store, RedisStore)
+        seen: set[str] = set()  # SCAN may return an id twice while the keyspace rehashes
+        found: list[str] = []
+        async for session_id in store.sessions(args.prefix):
+            if session_id not in seen:
+                seen.add(session_id)
+                found.append(session_id)
+                if not args.json:
+                    # repr() keeps an id with a line break on one line.
+                    line = session_id if session_id.isprintable() else repr(session_id)
+                    sys.stdout.write(line + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(sorted(found), ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _flatten(value: Any, name: str = "") -> list[tuple[str, Any]]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif not isinstance(value, (dict, str, int, float, bool, type(None))) and hasattr(
+        value, "__dict__"
+    ):
+        value = {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = []
+        for key, item in value.items():
+            items += _flatten(item, f"{name}.{key}" if name else str(key))
+        return items
+    return [(name, value)]
+
+
+async def stats(args: argparse.Namespace) -> int:
+    async with open_store(args, persistent=True) as store:
+        metrics = getattr(store, "metrics", None)
+        if metrics is None:
+            raise Fail(EXIT_USAGE, f"{type(store).__name__} does not report metrics")
+        snapshot = await metrics()
+    items = _flatten(snapshot)
+    if args.json:
+        sys.stdout.write(json.dumps(dict(items)) + "\n")
+    else:
+        width = max((len(k) for k, _ in items), default=0)
+        for key, value in items:
+            shown = "-" if value is None else f"{value:.6f}" if isinstance(value, float) else value
+            sys.stdout.write(f"{key:<{width}}  {shown}\n")
+    return EXIT_OK
