@@ -8,6 +8,9 @@ as long as the store, and is never shared with another one):
 - the lock registry: the store's own (:class:`SupportsLocks`), or one the plan
   keeps for a store that has none, which is how a store implementing only the
   core protocol still serialises its turns (:meth:`LockRegistry.of`);
+- how a block holds the session: the in-process lock, then (when the store
+  has :class:`SupportsLeases` and ``distributed_lock`` on) the store's lease,
+  both given back by :meth:`Hold.release` whatever happens;
 - how a turn is committed. A store with :class:`SupportsTurns` is awaited
   directly, and a cancellation that lands mid-commit is settled by turn id
   (applied, or aborted for good). Any other store's ``append`` runs as a task
@@ -20,17 +23,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
+from ._exceptions import SessionBusy
 from ._locks import LockRegistry
 from .stores._contract import Store, SupportsLeases, SupportsLocks, SupportsTurns
 
 if TYPE_CHECKING:
-    from .stores._contract import Turn
+    from .stores._contract import Lease, Turn
 
-__all__ = ["StorePlan", "plan_for", "wait_bounded"]
+__all__ = ["Hold", "StorePlan", "plan_for", "wait_bounded"]
 
 logger = logging.getLogger("promptkit_async._session")
+
+#: How long a leaving session waits for its lease to be released.
+_LEASE_RELEASE_WAIT = 2.0
+#: Lease releases still running after their session was cancelled.
+_background: set[asyncio.Future[Any]] = set()
+
+
+class Hold:
+    """What a session holds while its block runs: its lock entry, and its lease if any."""
+
+    __slots__ = ("_entry", "_locks", "lease", "session_id")
+
+    def __init__(self, locks: LockRegistry, session_id: str, entry: object) -> None:
+        self._locks = locks
+        self.session_id = session_id
+        self._entry: object | None = entry
+        self.lease: Lease | None = None
+
+    async def release(self) -> None:
+        """Give back the lease (if any), then the in-process lock; safe to call twice."""
+        lease, self.lease = self.lease, None
+        try:
+            if lease is not None:
+                # Its own task: a cancellation here must not leave the lease held
+                # (it would block other instances until it expires). Waited for a
+                # bounded time only: a store that stopped answering must not hold
+                # the turn (the release goes on, and the lease expires anyway).
+                task = asyncio.ensure_future(lease.release())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+                await asyncio.wait({task}, timeout=_LEASE_RELEASE_WAIT)
+        finally:
+            entry, self._entry = self._entry, None
+            if entry is not None:
+                self._locks.release(self.session_id, entry)  # type: ignore[arg-type]
 
 
 class StorePlan:
@@ -61,6 +101,33 @@ class StorePlan:
                 f"{type(store).__name__} offers leases but not turns (commit, settle_turn): "
                 "a lease can only fence a commit that carries it"
             )
+
+    async def hold(self, store: Store, session_id: str, timeout: float | None) -> Hold:
+        """Take the session's lock, and its lease when the store uses one.
+
+        Raises:
+            SessionBusy: not acquired within ``timeout`` seconds (both together).
+        """
+        started = perf_counter()
+        hold = Hold(self.locks, session_id, await self.locks.acquire(session_id, timeout))
+        if not self.leases:
+            return hold
+        leases = cast("SupportsLeases", store)
+        if not leases.distributed_lock:
+            return hold
+        try:
+            left = timeout
+            if left is not None:
+                left = max(0.0, left - (perf_counter() - started))
+            try:
+                hold.lease = await leases.acquire_lease(session_id, left)
+            except SessionBusy:
+                assert timeout is not None
+                raise SessionBusy(session_id, timeout) from None
+        except BaseException:
+            await hold.release()
+            raise
+        return hold
 
     async def commit(self, store: Store, turn: Turn, grace: float) -> None:
         """Commit ``turn`` so that a cancellation cannot leave its outcome undecided.

@@ -12,24 +12,20 @@ every case. What the session may use of its store is decided once per store
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import sys
-from time import perf_counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from ._config import check_session_id
 from ._exceptions import (
     InvalidMessage,
-    MessageTooLarge,
-    SessionBusy,
     SessionStateError,
     StoreUnavailable,
 )
 from ._ids import new_turn_id
 from ._messages import Message
-from ._plan import plan_for
+from ._plan import Hold, plan_for
 from ._reply import ReplyStream, run_reply
 from ._settings import DEFAULT_SETTINGS, SessionSettings
 from ._trim import trim
@@ -43,31 +39,17 @@ if TYPE_CHECKING:
 
     from ._settings import SessionOptions
     from .providers._base import Provider
-    from .stores._contract import Lease, Store, SupportsLeases
+    from .stores._contract import Store
 
 __all__ = ["Session"]
 
 logger = logging.getLogger(__name__)
-
-#: How long a leaving session waits for its lease to be released.
-_LEASE_RELEASE_WAIT = 2.0
-#: Lease releases still running after their session was cancelled.
-_background: set[asyncio.Future[Any]] = set()
 
 
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def _message_bytes(message: Message) -> int:
-    size = len(message.content)
-    if not message.content.isascii():
-        size = len(message.content.encode("utf-8", "surrogatepass"))
-    for call in message.tool_calls:
-        size += len(call.arguments.encode("utf-8", "surrogatepass")) + len(call.name)
-    return size
 
 
 class Session:
@@ -88,9 +70,8 @@ class Session:
     """
 
     __slots__ = (
-        "_entry",
         "_history",
-        "_lease",
+        "_hold",
         "_pending",
         "_pending_bytes",
         "_plan",
@@ -120,8 +101,7 @@ class Session:
         self.provider = provider
         self._plan = plan_for(store)
         self._state = _State.NEW
-        self._entry: Any = None
-        self._lease: Lease | None = None
+        self._hold: Hold | None = None
         self._history: tuple[Message, ...] | None = None
         self._pending: list[Message] = []
         self._pending_bytes = 0
@@ -142,30 +122,19 @@ class Session:
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
         self._state = _State.OPEN
-        started = perf_counter()
-        timeout = self.settings.lock_timeout
         try:
-            self._entry = await self._plan.locks.acquire(self.session_id, timeout)
+            self._hold = await self._plan.hold(
+                self.store, self.session_id, self.settings.lock_timeout
+            )
         except BaseException:
             self._state = _State.CLOSED
             raise
         try:
-            if self._plan.leases:
-                leases = cast("SupportsLeases", self.store)
-                if leases.distributed_lock:
-                    left = timeout
-                    if left is not None:
-                        left = max(0.0, left - (perf_counter() - started))
-                    try:
-                        self._lease = await leases.acquire_lease(self.session_id, left)
-                    except SessionBusy:
-                        assert timeout is not None
-                        raise SessionBusy(self.session_id, timeout) from None
             if not self.settings.lazy:
                 await self._load()
         except BaseException:
             self._state = _State.CLOSED
-            await self._release_all()
+            await self._hold.release()
             raise
         return self
 
@@ -188,25 +157,8 @@ class Session:
                 await self._commit_after_error(exc)
         finally:
             self._state = _State.CLOSED
-            await self._release_all()
-
-    async def _release_all(self) -> None:
-        """Give back the distributed lease (if any), then the in-process lock."""
-        lease, self._lease = self._lease, None
-        try:
-            if lease is not None:
-                # Its own task: a cancellation here must not leave the lease held
-                # (it would block other instances until it expires). Waited for a
-                # bounded time only: a store that stopped answering must not hold
-                # the turn (the release goes on, and the lease expires anyway).
-                task = asyncio.ensure_future(lease.release())
-                _background.add(task)
-                task.add_done_callback(_background.discard)
-                await asyncio.wait({task}, timeout=_LEASE_RELEASE_WAIT)
-        finally:
-            entry, self._entry = self._entry, None
-            if entry is not None:
-                self._plan.locks.release(self.session_id, entry)
+            if self._hold is not None:
+                await self._hold.release()
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -302,37 +254,13 @@ class Session:
 
     def _check_turn_size(self, messages: Iterable[Message]) -> int:
         """The turn's size with ``messages`` added, checked against the limits."""
-        settings = self.settings
-        size = self._pending_bytes
-        for m in messages:
-            if not isinstance(m, Message):
-                raise InvalidMessage(
-                    f"session.add() takes Message objects, got {type(m).__name__}; "
-                    "use Message.user(...) etc."
-                )
-            n = _message_bytes(m)
-            if n > settings.max_message_bytes:
-                raise MessageTooLarge(
-                    f"a {m.role} message of {n} bytes exceeds max_message_bytes="
-                    f"{settings.max_message_bytes}",
-                    size=n,
-                    limit=settings.max_message_bytes,
-                )
-            size += n
-        if size > settings.max_turn_bytes:
-            raise MessageTooLarge(
-                f"this turn would write {size} bytes, over max_turn_bytes="
-                f"{settings.max_turn_bytes}",
-                size=size,
-                limit=settings.max_turn_bytes,
-            )
-        return size
+        return self.settings.check_turn_size(self._pending_bytes, messages)
 
     # -- commit ------------------------------------------------------------------
 
     async def _commit(self) -> None:
         settings = self.settings
-        lease = self._lease
+        lease = None if self._hold is None else self._hold.lease
         turn = Turn(
             session_id=self.session_id,
             messages=tuple(self._pending),

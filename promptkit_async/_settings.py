@@ -13,9 +13,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, ttl_seconds
+from ._exceptions import InvalidMessage, MessageTooLarge
+from ._messages import Message
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._types import TTL, OnError, OnLoadError
 
 __all__ = [
@@ -108,6 +112,36 @@ class SessionSettings:
         if not (_is_number(grace) and 0 <= grace < math.inf):
             raise ValueError(f"commit_grace must be >= 0 seconds, got {grace!r}")
 
+    def check_turn_size(self, size: int, messages: Iterable[Message]) -> int:
+        """``size`` (bytes staged so far) plus ``messages``, checked against the limits.
+
+        Raises:
+            InvalidMessage: an item that is not a Message.
+            MessageTooLarge: a message, or the turn, over its limit.
+        """
+        for m in messages:
+            if not isinstance(m, Message):
+                raise InvalidMessage(
+                    f"session.add() takes Message objects, got {type(m).__name__}; "
+                    "use Message.user(...) etc."
+                )
+            n = _message_bytes(m)
+            if n > self.max_message_bytes:
+                raise MessageTooLarge(
+                    f"a {m.role} message of {n} bytes exceeds max_message_bytes="
+                    f"{self.max_message_bytes}",
+                    size=n,
+                    limit=self.max_message_bytes,
+                )
+            size += n
+        if size > self.max_turn_bytes:
+            raise MessageTooLarge(
+                f"this turn would write {size} bytes, over max_turn_bytes={self.max_turn_bytes}",
+                size=size,
+                limit=self.max_turn_bytes,
+            )
+        return size
+
     def replace(self, **changes: Any) -> SessionSettings:
         """A copy with ``changes`` applied (and validated).
 
@@ -122,6 +156,16 @@ class SessionSettings:
                 f"the options are: {', '.join(sorted(_NAMES))}"
             )
         return replace(self, **changes)
+
+
+def _message_bytes(message: Message) -> int:
+    """The UTF-8 bytes of a message's text and tool calls: what the size limits count."""
+    size = len(message.content)
+    if not message.content.isascii():
+        size = len(message.content.encode("utf-8", "surrogatepass"))
+    for call in message.tool_calls:
+        size += len(call.arguments.encode("utf-8", "surrogatepass")) + len(call.name)
+    return size
 
 
 def _is_number(value: object) -> bool:
