@@ -22,7 +22,10 @@ Endpoints:
 
   ``done`` is sent after the turn (user message + reply) was saved. If the turn
   fails after the stream started, the last event is ``event: error`` with
-  ``{"error": <code>, "message": <text>}`` and nothing was saved. Data is JSON
+  ``{"error": <code>, "message": <text>}`` and nothing was saved, except for the
+  code ``commit_outcome_unknown``: the commit's reply was lost, the turn may be
+  stored (once at most), and the client should reload the history before
+  sending it again. Data is JSON
   with non-ASCII escaped, so it never contains a line break of any kind.
 - ``GET /sessions/{session_id}``: ``{"session_id": ..., "messages": [{"role": ...,
   "content": ...}, ...]}`` (an unknown session has no messages).
@@ -32,7 +35,9 @@ Errors before the stream starts are JSON ``{"error": <code>, "message": <text>}`
 400 bad session id (too long, control characters) or body that is not JSON,
 422 JSON of the wrong shape, 413 body or message too large, 429 + Retry-After
 when the session is busy with another turn for longer than the lock timeout,
-502 provider failure, 503 + Retry-After store unreachable or provider rate limit.
+409 ``commit_outcome_unknown`` (the turn may be stored: reload the history, do not
+retry blindly), 502 provider failure, 503 + Retry-After store unreachable (nothing
+stored: retry) or provider rate limit.
 
 A client that disconnects mid-stream cancels the turn: nothing is written and
 the session's lock is released at once (the lock is held only while a turn runs).
@@ -75,6 +80,7 @@ from starlette.routing import Route
 
 import promptkit_async
 from promptkit_async import (
+    CommitOutcomeUnknown,
     Conversations,
     CorruptHistory,
     InvalidMessage,
@@ -181,6 +187,10 @@ def _classify(exc: PromptKitError) -> tuple[int, str, float | None]:
         # 429 rather than 409: the same request succeeds later, and clients and
         # proxies already know to honour Retry-After on 429.
         return 429, "session_busy", 1.0
+    if isinstance(exc, CommitOutcomeUnknown):
+        # Not a 503: the turn may be stored, so a blind retry could store it
+        # twice. 409 tells the client to reload the history and decide.
+        return 409, "commit_outcome_unknown", None
     if isinstance(exc, StoreUnavailable):
         return 503, "store_unavailable", 1.0
     if isinstance(exc, CorruptHistory):

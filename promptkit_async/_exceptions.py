@@ -2,7 +2,10 @@
 
 Every error the library raises on purpose derives from :class:`PromptKitError`,
 so ``except PromptKitError`` catches all of them and nothing from redis-py or
-httpx escapes unmapped::
+httpx escapes unmapped. Each store error says what was written: *not stored*
+(``StoreUnavailable``, ``StoreRejected``, ``LockLost``: retrying is safe) is a
+different class from *maybe stored* (``CommitOutcomeUnknown``: reload before
+retrying)::
 
     PromptKitError
     ├── InvalidSessionId (+ValueError)       empty, non-string, oversize session id
@@ -11,11 +14,11 @@ httpx escapes unmapped::
     ├── SessionError
     │   ├── SessionStateError (+RuntimeError)  used outside ``async with``, reused
     │   ├── SessionBusy (+TimeoutError)        lock not acquired within lock_timeout
-    │   └── LockLost                           a distributed lease expired mid-turn
+    │   └── LockLost                           lease lost: NOT stored (.unsaved)
     ├── StoreError
-    │   ├── StoreUnavailable                 store unreachable / timed out (.unsaved)
-    │   │   └── CommitOutcomeUnknown         a commit's reply was lost and not resolved
-    │   ├── StoreRejected                    the store refused a write (OOM, ...) (.unsaved)
+    │   ├── StoreUnavailable                 unreachable / timed out: NOT stored (.unsaved)
+    │   ├── CommitOutcomeUnknown             reply lost, unsettled: MAYBE stored (.turn_id)
+    │   ├── StoreRejected                    the store refused: NOT stored (.unsaved)
     │   └── CorruptHistory                   a stored record cannot be decoded
     └── ProviderError
         ├── ProviderUnavailable              network failure, connect/read timeout
@@ -110,7 +113,11 @@ class SessionBusy(SessionError, TimeoutError):
 
 
 class LockLost(SessionError):
-    """The distributed lease on the session expired; the turn was not written."""
+    """The distributed lease on the session expired or was taken over mid-turn.
+
+    Nothing was written: the commit was fenced out. ``unsaved`` holds the
+    turn's messages.
+    """
 
     def __init__(self, message: str, *, session_id: str, unsaved: Sequence[Message] = ()) -> None:
         super().__init__(message)
@@ -119,14 +126,15 @@ class LockLost(SessionError):
 
 
 class StoreError(PromptKitError):
-    """A store failed to load or save."""
+    """A store failed to load or save (each subclass says what was written)."""
 
 
 class StoreUnavailable(StoreError):
     """The store could not be reached or did not answer in time.
 
-    On a failed save, ``unsaved`` holds the messages that were not written, so
-    that the caller can retry or report them instead of losing them silently.
+    Nothing was written. On a failed save, ``unsaved`` holds the messages that
+    were not written, so that the caller can retry them (safely: they are not
+    stored) or report them instead of losing them silently.
     """
 
     def __init__(
@@ -141,11 +149,13 @@ class StoreUnavailable(StoreError):
         self.unsaved: tuple[Message, ...] = tuple(unsaved)
 
 
-class CommitOutcomeUnknown(StoreUnavailable):
-    """A commit was sent but its reply was lost, and checking by turn id failed.
+class CommitOutcomeUnknown(StoreError):
+    """A commit was sent but its reply was lost, and settling it by turn id failed.
 
-    The turn may or may not be stored; it is never stored twice. ``turn_id``
-    lets the caller check later (``RedisStore.turn_status``).
+    The turn may or may not be stored; it is never stored twice. Do not
+    re-send it blindly: reload the history, or settle it later by ``turn_id``
+    (``store.settle_turn`` / ``RedisStore.turn_status``). ``unsaved`` holds the
+    turn's messages, which may be the ones stored.
     """
 
     def __init__(
@@ -156,12 +166,17 @@ class CommitOutcomeUnknown(StoreUnavailable):
         turn_id: str,
         unsaved: Sequence[Message] = (),
     ) -> None:
-        super().__init__(message, session_id=session_id, unsaved=unsaved)
+        super().__init__(message)
+        self.session_id = session_id
         self.turn_id = turn_id
+        self.unsaved: tuple[Message, ...] = tuple(unsaved)
 
 
 class StoreRejected(StoreError):
-    """The store answered but refused the write (out of memory, wrong key type)."""
+    """The store answered but refused the operation (out of memory, wrong key type, ACL).
+
+    Nothing was written; on a failed save ``unsaved`` holds the messages.
+    """
 
     def __init__(
         self,
@@ -176,7 +191,7 @@ class StoreRejected(StoreError):
 
 
 class CorruptHistory(StoreError):
-    """A stored record cannot be decoded into a :class:`Message`."""
+    """A stored record cannot be decoded into a :class:`Message` (a read: nothing written)."""
 
     def __init__(self, message: str, *, session_id: str, index: int | None = None) -> None:
         super().__init__(message)

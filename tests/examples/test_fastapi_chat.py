@@ -33,12 +33,14 @@ from examples.fastapi_chat import (
     store_from_env,
 )
 from promptkit_async import (
+    CommitOutcomeUnknown,
     Conversations,
     MemoryStore,
     ProviderError,
     ProviderStreamError,
     RedisStore,
     TextDelta,
+    Turn,
 )
 from promptkit_async.providers import (
     AnthropicProvider,
@@ -524,6 +526,27 @@ async def test_provider_failure_mid_stream_ends_with_an_error_event(
     assert "connection reset" in events[1][1]["message"]
     assert len(events) == 2
     assert await history(client, srv.url, "s") == []
+
+
+class _LosesCommitReplies(MemoryStore):
+    """Stores each turn, then reports that the commit's reply was lost."""
+
+    async def commit(self, turn: Turn) -> None:
+        await super().commit(turn)
+        raise CommitOutcomeUnknown(
+            "reply lost", session_id=turn.session_id, turn_id=turn.turn_id, unsaved=turn.messages
+        )
+
+
+async def test_unknown_commit_outcome_is_told_apart_from_not_saved(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve(_LosesCommitReplies)
+    events = await turn(client, f"{srv.url}/sessions/s/messages", "hi")
+    assert events[-1][0] == "error"
+    # Not "store_unavailable" (not saved, retry): the turn may be stored, reload first.
+    assert events[-1][1]["error"] == "commit_outcome_unknown"
+    assert [m["role"] for m in await history(client, srv.url, "s")] == ["user", "assistant"]
 
 
 # -- configuration from the environment ------------------------------------------------
