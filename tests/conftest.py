@@ -13,6 +13,7 @@ with the same skip-or-fail rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -29,14 +30,15 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from promptkit_async import MemoryStore, RedisStore
+from promptkit_async import RedisStore
 
+from .backends import Backend, MemoryBackend, RedisBackend
 from .faults import FaultProxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from promptkit_async.stores import Store
+    from promptkit_async import BaseStore, Store
 
     from .cluster import ClusterServers
 
@@ -198,12 +200,13 @@ async def _make_fakeredis() -> aioredis.Redis:
     return client
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Store]:
-    """The same contract, on MemoryStore, fakeredis, a real Redis server and a real Cluster."""
-    kind: str = request.param
+@contextlib.asynccontextmanager
+async def _backend(
+    request: pytest.FixtureRequest, kind: str, prefix: str
+) -> AsyncIterator[Backend]:
     if kind == "memory":
-        async with MemoryStore() as mem:
+        mem = MemoryBackend()
+        async with mem.store:
             yield mem
         return
     client: aioredis.Redis | RedisCluster
@@ -216,16 +219,31 @@ async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[St
         client = aioredis.Redis.from_url(url)
     try:
         async with RedisStore(client, prefix=prefix) as rs:
-            yield rs
+            yield RedisBackend(kind, rs, client)
     finally:
         await _delete_prefix(client, prefix)
         await client.aclose()
 
 
+@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
+async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
+    """The same contract on MemoryStore, fakeredis, a real Redis server and a real Cluster."""
+    async with _backend(request, request.param, prefix) as b:
+        yield b
+
+
+@pytest.fixture(params=["fakeredis", "redis", "cluster"])
+async def redis_backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[RedisBackend]:
+    """A RedisStore on fakeredis, a real server and a real Cluster (Redis-only behaviour)."""
+    async with _backend(request, request.param, prefix) as b:
+        assert isinstance(b, RedisBackend)
+        yield b
+
+
 @pytest.fixture
-def store_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.node.callspec.params["store"]
-    return kind
+def store(backend: Backend) -> BaseStore:
+    """The store of :func:`backend`."""
+    return backend.store
 
 
 def raw_client(store: Store) -> aioredis.Redis | RedisCluster:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from .._messages import Message
+    from .._metrics import StateMetrics
     from .._types import TTL
     from ._contract import TurnOutcome
 
@@ -75,6 +76,18 @@ class BaseStore(AsyncResource):
     @abstractmethod
     def sessions(self, prefix: str = "") -> AsyncIterator[str]:
         """Yield the ids of live sessions starting with ``prefix`` (a literal)."""
+
+    @abstractmethod
+    async def ttl(self, session_id: str) -> float | None:
+        """Seconds until the session expires; None if it has no TTL or does not exist."""
+
+    @abstractmethod
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session holds a history."""
+
+    @abstractmethod
+    async def metrics(self, *, sample: int = 200) -> StateMetrics:
+        """A snapshot for health endpoints and alerts (see :class:`StateMetrics`)."""
 
     async def append(
         self,

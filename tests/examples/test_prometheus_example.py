@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "prometheus_metrics.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prometheus_metrics.py"
 
 
 async def test_prometheus_example_exports_store_metrics() -> None:

@@ -35,12 +35,12 @@ from promptkit_async import (
 )
 from promptkit_async.providers import ScriptedProvider
 
-from .conftest import contents, free_port
+from ..conftest import contents, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .conftest import RedisServer
+    from ..conftest import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -30,7 +30,7 @@ from promptkit_async import (
 )
 from promptkit_async.providers import ScriptedProvider
 
-from .conftest import contents
+from ..conftest import contents
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

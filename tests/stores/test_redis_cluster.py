@@ -24,8 +24,8 @@ from promptkit_async import (
     StoreUnavailable,
 )
 
-from .cluster import ClusterServers, cluster_unavailable_reason
-from .conftest import contents, skip_or_fail
+from ..cluster import ClusterServers, cluster_unavailable_reason
+from ..conftest import contents, skip_or_fail
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator

@@ -1,0 +1,123 @@
+"""The stores the contract suite runs on, and what the suite may do to them beyond their API.
+
+A contract test receives a :class:`Backend`: the store under test plus the
+harness operations a test needs to set up a situation (age a session, move
+time forward, write raw stored bytes, list what is left of a session). Each
+operation is a capability of the backend; a test that needs one the backend
+lacks says so by capability, never by the backend's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Protocol
+
+import pytest
+
+from promptkit_async import MemoryStore, RedisStore
+from promptkit_async.stores._redis import _keys
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+
+    from promptkit_async import BaseStore
+
+
+class RawRecords(Protocol):
+    """Direct access to a backend that keeps encoded records (bytes), for corrupting them."""
+
+    async def push(self, session_id: str, *records: bytes) -> None:
+        """Append raw records to a session's stored history."""
+
+    async def clobber(self, session_id: str) -> None:
+        """Replace the session's history with something of the wrong kind."""
+
+
+class FakeClock:
+    """Monotonic time that a test can move forward without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+class Backend:
+    """A store under test and the harness operations it supports.
+
+    Capabilities: ``raw`` (None when the store keeps objects, not bytes).
+    Every backend can :meth:`age` a session, :meth:`advance` time and tell
+    whether it still :meth:`holds` anything of a session.
+    """
+
+    def __init__(self, name: str, store: BaseStore, raw: RawRecords | None = None) -> None:
+        self.name = name
+        self.store = store
+        self.raw = raw
+
+    def need_raw(self) -> RawRecords:
+        if self.raw is None:
+            pytest.skip(f"the {self.name} backend keeps no encoded records to corrupt")
+        return self.raw
+
+    async def age(self, session_id: str, seconds_left: float) -> None:
+        """Make the session expire ``seconds_left`` seconds from now."""
+        raise NotImplementedError
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the store's expiry."""
+        raise NotImplementedError
+
+    async def holds(self, session_id: str) -> bool:
+        """Whether the backend keeps anything at all for the session (keys, entries)."""
+        raise NotImplementedError
+
+
+class MemoryBackend(Backend):
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.memory = MemoryStore(clock=self.clock)
+        super().__init__("memory", self.memory)
+
+    async def age(self, session_id: str, seconds_left: float) -> None:
+        entry = self.memory._data[session_id]
+        entry.expires_at = self.clock() + seconds_left
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.offset += seconds
+
+    async def holds(self, session_id: str) -> bool:
+        return session_id in self.memory._data
+
+
+class _RedisRaw:
+    def __init__(self, store: RedisStore, client: aioredis.Redis | RedisCluster) -> None:
+        self._store = store
+        self._client = client
+
+    async def push(self, session_id: str, *records: bytes) -> None:
+        await self._client.rpush(self._store.key(session_id), *records)
+
+    async def clobber(self, session_id: str) -> None:
+        await self._client.set(self._store.key(session_id), b"a string, not a list")
+
+
+class RedisBackend(Backend):
+    def __init__(self, name: str, store: RedisStore, client: aioredis.Redis | RedisCluster) -> None:
+        super().__init__(name, store, _RedisRaw(store, client))
+        self.redis = store
+        self.client = client
+
+    async def age(self, session_id: str, seconds_left: float) -> None:
+        await self.client.pexpire(self.redis.key(session_id), int(seconds_left * 1000))
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # Redis expires by its own clock
+
+    async def holds(self, session_id: str) -> bool:
+        head = f"{self.redis.prefix}:{{{_keys.encode_id(session_id)}}}:"
+        pattern = _keys.glob_escape(head) + "*"
+        return any([k async for k in self.client.scan_iter(match=pattern, count=1000)])
