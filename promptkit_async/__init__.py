@@ -9,6 +9,7 @@ from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
 from ._config import DEFAULT_TTL as DEFAULT_TTL
 from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
 from ._env import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
+from ._env import ProviderName as ProviderName
 from ._env import provider_from_env as provider_from_env
 from ._env import store_from_env as store_from_env
 from ._exceptions import CommitOutcomeUnknown as CommitOutcomeUnknown
@@ -61,7 +62,6 @@ from .providers import TextDelta as TextDelta
 from .stores import BaseStore as BaseStore
 from .stores import Lease as Lease
 from .stores import MemoryStore as MemoryStore
-from .stores import RedisLease as RedisLease
 from .stores import RedisStore as RedisStore
 from .stores import Store as Store
 from .stores import SupportsLeases as SupportsLeases
@@ -101,11 +101,11 @@ __all__ = [
     "Provider",
     "ProviderAuthError",
     "ProviderError",
+    "ProviderName",
     "ProviderStatusError",
     "ProviderStreamError",
     "ProviderUnavailable",
     "RateLimited",
-    "RedisLease",
     "RedisStore",
     "ReplyDone",
     "ReplyStream",

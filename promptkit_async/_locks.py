@@ -59,7 +59,7 @@ class LockRegistry:
         entry = self._entries.get(session_id)
         return entry is not None and entry.lock.locked()
 
-    async def acquire(self, session_id: str, timeout: float | None = None) -> _Entry:
+    async def acquire(self, session_id: str, timeout: float | None = None) -> object:
         """Wait for the session's lock; the returned token is given back to release().
 
         Raises:
@@ -82,7 +82,9 @@ class LockRegistry:
             raise
         return entry
 
-    def release(self, session_id: str, entry: _Entry) -> None:
+    def release(self, session_id: str, entry: object) -> None:
+        """Give the lock back; ``entry`` is what :meth:`acquire` returned."""
+        assert isinstance(entry, _Entry)
         entry.lock.release()
         self._leave(session_id, entry)
 

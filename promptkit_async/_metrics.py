@@ -61,6 +61,10 @@ class Observers:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def items(self) -> tuple[object, ...]:
+        return tuple(self._items)
+
     def add(self, observer: object) -> None:
         if not any(hasattr(observer, m) for m in ("on_load", "on_save", "on_error")):
             raise TypeError(f"{type(observer).__name__} has none of on_load / on_save / on_error")

@@ -70,7 +70,7 @@ class Hold:
         finally:
             entry, self._entry = self._entry, None
             if entry is not None:
-                self._locks.release(self.session_id, entry)  # type: ignore[arg-type]
+                self._locks.release(self.session_id, entry)
 
 
 class StorePlan:

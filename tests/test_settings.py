@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import promptkit_async
 from promptkit_async import (
     Conversations,
     MemoryStore,
     ScriptedProvider,
     Session,
+    SessionOptions,
+    SessionSettings,
 )
 
 
@@ -43,3 +50,58 @@ async def test_conversations_reject_bad_settings_at_once() -> None:
         assert (await s.send("hello")).content == "hi"
     with pytest.raises(ValueError, match="commit_grace"):
         Session(MemoryStore(), "x", commit_grace=float("nan"))
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_options() -> list[tuple[str, str]]:
+    """``(name, default expression)`` of each row of the README's options table."""
+    lines = README.read_text().splitlines()
+    start = lines.index("| option | default | |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = re.fullmatch(r"`(\w+)`", cells[0])
+        default = re.match(r"`([^`]+)`", cells[1])
+        assert name and default, line
+        rows.append((name.group(1), default.group(1)))
+    return rows
+
+
+def test_the_readme_options_table_is_the_settings() -> None:
+    rows = _readme_options()
+    names = [f.name for f in dataclasses.fields(SessionSettings)]
+    assert [name for name, _ in rows] == names
+    defaults = SessionSettings()
+    for name, expression in rows:
+        documented = eval(expression, dict(vars(promptkit_async)))
+        assert documented == getattr(defaults, name), name
+
+
+def test_session_options_mirror_the_settings() -> None:
+    names = {f.name for f in dataclasses.fields(SessionSettings)}
+    assert set(SessionOptions.__annotations__) == names
+    assert SessionOptions.__total__ is False
+
+
+def test_settings_are_immutable_validated_and_shared() -> None:
+    settings = SessionSettings(max_messages=5, ttl=timedelta(hours=1))
+    assert settings.ttl == 3600.0  # normalised once
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_messages = 6  # type: ignore[misc]
+    other = settings.replace(system="Be brief.")
+    assert (other.max_messages, other.system, settings.system) == (5, "Be brief.", None)
+    with pytest.raises(ValueError, match="max_messages"):
+        settings.replace(max_messages=0)
+    with pytest.raises(TypeError, match="unknown session option.*max_mesages"):
+        settings.replace(max_mesages=5)
+    session = Session(MemoryStore(), "x", settings=settings)
+    assert session.settings is settings  # no copy, no re-validation per session
+    chats = Conversations(MemoryStore(), settings=settings)
+    assert chats.session("y").settings is settings
+    assert chats.session("y", lazy=True).settings == settings.replace(lazy=True)
+    with pytest.raises(TypeError, match="SessionSettings"):
+        Session(MemoryStore(), "x", settings={"max_messages": 5})  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ from ._contract import Turn as Turn
 from ._contract import TurnOutcome as TurnOutcome
 from ._contract import TurnStatus as TurnStatus
 from ._memory import MemoryStore as MemoryStore
-from ._redis import RedisLease as RedisLease
 from ._redis import RedisStore as RedisStore
 from ._shared import BaseStore as BaseStore
 
@@ -18,7 +17,6 @@ __all__ = [
     "BaseStore",
     "Lease",
     "MemoryStore",
-    "RedisLease",
     "RedisStore",
     "Store",
     "SupportsLeases",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
 from .._ids import new_turn_id
 from .._locks import LockRegistry
-from .._metrics import Instruments, Observers
+from .._metrics import Instruments
 from .._resources import AsyncResource
 from ._contract import Turn
 
@@ -48,12 +48,25 @@ class BaseStore(AsyncResource):
         return self._locks
 
     @property
-    def observers(self) -> Observers:
-        return self._instruments.observers
+    def observers(self) -> tuple[object, ...]:
+        """The registered observers (see :class:`Observer`), in call order."""
+        return self._instruments.observers.items
 
     def add_observer(self, observer: object) -> None:
-        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks."""
+        """Register an object with ``on_load`` / ``on_save`` / ``on_error`` hooks.
+
+        Raises:
+            TypeError: it has none of the three.
+        """
         self._instruments.observers.add(observer)
+
+    def remove_observer(self, observer: object) -> None:
+        """Stop calling ``observer``.
+
+        Raises:
+            ValueError: it was not registered.
+        """
+        self._instruments.observers.remove(observer)
 
     # -- the contract ------------------------------------------------------------
 

@@ -153,19 +153,15 @@ def _raised_inside_redis(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> Failure | None:
     """What ``exc`` says about the command, or None if it is not a Redis failure."""
-    if isinstance(exc, (rexc.RedisError, rexc.RedisClusterException)):
-        for cls in type(exc).__mro__:
-            failure = REDIS_ERRORS.get(cls)
-            if failure is not None:
-                break
-        else:  # pragma: no cover - every class derives from a listed one
-            failure = Failure.USAGE
-        if failure is Failure.LOST and isinstance(exc, rexc.ConnectionError):
-            return _connection_failure(exc)
-        if type(exc) is rexc.ResponseError:
-            code = str(exc).split(" ", 1)[0]
-            return RESPONSE_CODES.get(code, Failure.REFUSED)
-        return failure
+    for cls in type(exc).__mro__:
+        failure = REDIS_ERRORS.get(cls)
+        if failure is not None:
+            if failure is Failure.LOST and isinstance(exc, rexc.ConnectionError):
+                return _connection_failure(exc)
+            if type(exc) is rexc.ResponseError:
+                code = str(exc).split(" ", 1)[0]
+                return RESPONSE_CODES.get(code, Failure.REFUSED)
+            return failure
     if isinstance(exc, UnicodeDecodeError):
         return Failure.UNDECODABLE
     if isinstance(exc, (OSError, asyncio.TimeoutError)):  # raw socket errors, wait_for timeouts

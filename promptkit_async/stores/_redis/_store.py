@@ -32,7 +32,7 @@ from ._connect import (
 )
 from ._errors import mapped_errors
 from ._index import SessionIndex
-from ._leases import Leases, RedisLease
+from ._leases import Leases
 from ._link import Link, connection_kwargs
 from ._load import Loader
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from ..._messages import Message
-    from .._contract import Turn, TurnOutcome, TurnStatus
+    from .._contract import Lease, Turn, TurnOutcome, TurnStatus
 
 __all__ = ["RedisStore"]
 
@@ -272,7 +272,7 @@ class RedisStore(BaseStore):
 
     # -- leases ------------------------------------------------------------------------
 
-    async def acquire_lease(self, session_id: str, timeout: float | None = None) -> RedisLease:
+    async def acquire_lease(self, session_id: str, timeout: float | None = None) -> Lease:
         """Take the session's Redis lease, waiting up to ``timeout`` seconds.
 
         Raises:
