@@ -21,5 +21,7 @@ __all__ = ["publish"]
 def publish(namespace: str, names: Iterable[str], scope: Mapping[str, object]) -> None:
     for name in names:
         obj = scope[name]
-        if isinstance(obj, type) or inspect.isfunction(obj):
+        # issubclass(type(obj), type), not isinstance: a generic alias such as
+        # Callable[[Message], int] passes isinstance(obj, type) on Python 3.10.
+        if issubclass(type(obj), type) or inspect.isfunction(obj):
             obj.__module__ = namespace

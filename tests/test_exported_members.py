@@ -66,7 +66,7 @@ def test_all_is_sorted_and_is_exactly_the_public_names(namespace: ModuleType) ->
 def test_public_classes_and_functions_name_their_most_public_home(namespace: ModuleType) -> None:
     for name in namespace.__all__:
         obj = getattr(namespace, name)
-        if isinstance(obj, type) or inspect.isfunction(obj):
+        if issubclass(type(obj), type) or inspect.isfunction(obj):
             home = "promptkit_async" if name in promptkit_async.__all__ else namespace.__name__
             assert obj.__module__ == home, name
 
@@ -98,7 +98,7 @@ def _annotation_names(obj: object) -> set[str]:
     """The identifiers in the (string) annotations of a public class or function."""
     texts: list[str] = []
     targets: list[object] = [obj]
-    if isinstance(obj, type):
+    if issubclass(type(obj), type):
         texts += [
             a.__forward_arg__ if isinstance(a, typing.ForwardRef) else str(a)
             for a in vars(obj).get("__annotations__", {}).values()
@@ -136,7 +136,7 @@ def test_every_type_in_a_public_signature_is_exported() -> None:
     missing: dict[str, set[str]] = {}
     for name in promptkit_async.__all__:
         obj = getattr(promptkit_async, name)
-        if isinstance(obj, type) or inspect.isfunction(obj):
+        if issubclass(type(obj), type) or inspect.isfunction(obj):
             unknown = _annotation_names(obj) - exported - _FOREIGN
             if unknown:
                 missing[name] = unknown

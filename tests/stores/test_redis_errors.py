@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 
 import pytest
+import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from promptkit_async import (
@@ -119,3 +121,33 @@ def test_maybe_stored_is_not_not_stored() -> None:
         "t",
         (Message.user("x"),),
     )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the TypeError is a 3.12+ asyncio trait")
+async def test_sending_on_a_transport_torn_down_under_us_is_a_lost_connection(
+    redis_url: str,
+) -> None:
+    # What redis-py's Cluster client does during a slot migration: another task
+    # closes the connection while this one sends on it.
+    conn = aioredis.Connection(**aioredis.ConnectionPool.from_url(redis_url).connection_kwargs)
+    await conn.connect()  # type: ignore[no-untyped-call]
+    assert conn._writer is not None
+    writer = conn._writer
+    writer.transport.abort()
+    await asyncio.sleep(0)
+    conn._writer = writer  # as if the teardown raced this send
+    try:
+        await conn.send_packed_command(b"*1\r\n$4\r\nPING\r\n", check_health=False)
+    except (TypeError, AttributeError) as exc:
+        assert classify(exc) is Failure.LOST
+    except OSError:  # pragma: no cover - an asyncio that reports it properly
+        pytest.skip("this asyncio raises an OSError here, which needs no special case")
+    finally:
+        await conn.disconnect()
+
+
+def test_a_type_error_of_ours_is_not_a_connection_failure() -> None:
+    try:
+        len(None)  # type: ignore[arg-type]
+    except TypeError as exc:
+        assert classify(exc) is None

@@ -209,16 +209,29 @@ class TLSServer:
         return str(self.dir / "ca.crt")
 
     def make_certs(self) -> None:
+        # Extensions as a real CA sets them: Python 3.13's default context checks
+        # certificates strictly (VERIFY_X509_STRICT) and rejects a CA without a
+        # critical basicConstraints and a keyUsage, or a leaf without key ids.
         ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
         d = self.dir
         _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-                 "-subj", "/CN=promptkit test CA", cwd=d)  # fmt: skip
+                 "-subj", "/CN=promptkit test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 "-addext", "subjectKeyIdentifier=hash", cwd=d)  # fmt: skip
         _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
                  "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
-        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        (d / "server.ext").write_text(
+            "subjectAltName=IP:127.0.0.1\n"
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+        )
         _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                  "-CAcreateserial", "-out", "server.crt", "-days", "2",
-                 "-extfile", "san.ext", cwd=d)  # fmt: skip
+                 "-extfile", "server.ext", cwd=d)  # fmt: skip
 
     def start(self) -> None:
         exe = shutil.which("redis-server")

@@ -14,8 +14,10 @@ text are read here and nowhere else:
 - the blocking pool's timeout is a ``ConnectionError("No connection available")``;
 - redis-py's own teardown of a connection while another task sends on it
   surfaces as an ``AttributeError`` raised inside redis-py (seen with 8.1's
-  Cluster client during slot migrations): a broken connection, told apart
-  from a bug of ours by the file that raised it.
+  Cluster client during slot migrations), or on Python 3.12+ as a
+  ``TypeError`` or ``AttributeError`` from asyncio's ``writelines`` on the
+  closed transport: a broken connection, told apart from a bug of ours by
+  where it was raised (inside redis-py, or in asyncio's transport under it).
 
 Each operation then turns a :class:`Failure` into one of our errors:
 :func:`store_error` for everything but commits, whose outcome rules live in
@@ -144,11 +146,24 @@ def _connection_failure(exc: rexc.ConnectionError) -> Failure:
     return Failure.LOST
 
 
-def _raised_inside_redis(exc: BaseException) -> bool:
+def _torn_down(exc: BaseException) -> bool:
+    """A connection redis-py tore down while this call was using it (see the module doc)."""
+    if not isinstance(exc, (AttributeError, TypeError)):
+        return False
+    files = []
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
-    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+    if not files:
+        return False
+    in_redis = f"{os.sep}redis{os.sep}"
+    if isinstance(exc, AttributeError) and in_redis in files[-1]:
+        return True
+    asyncio_transport = files[-1].endswith(
+        (f"asyncio{os.sep}selector_events.py", f"asyncio{os.sep}streams.py")
+    )
+    return asyncio_transport and any(in_redis in f for f in files)
 
 
 def classify(exc: BaseException) -> Failure | None:
@@ -168,7 +183,7 @@ def classify(exc: BaseException) -> Failure | None:
         if isinstance(exc, ConnectionRefusedError):
             return Failure.UNREACHABLE
         return Failure.LOST
-    if isinstance(exc, AttributeError) and _raised_inside_redis(exc):
+    if _torn_down(exc):
         return Failure.LOST
     return None
 
@@ -178,7 +193,7 @@ def store_error(
 ) -> StoreError:
     """Our error for a failed read or administrative command (commits: see _commit.py)."""
     name = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, AttributeError):  # redis-py tore the connection down (see classify)
+    if isinstance(exc, (AttributeError, TypeError)):  # a torn-down connection (see classify)
         return StoreUnavailable(
             f"Redis connection broke while {action}: {name}", session_id=session_id
         )
