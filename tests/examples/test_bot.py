@@ -156,13 +156,16 @@ async def test_abort_cancels_turns_in_flight_and_writes_nothing_half_done(
     sent = traffic()
     # The first 30 replies come at once; every later one hangs until cancelled, so
     # turns are surely in flight at stop() however the machine schedules the test.
-    async with Conversations(make_store(), provider=HangAfter(30)) as chats:
+    provider = HangAfter(30)
+    async with Conversations(make_store(), provider=provider) as chats:
         bot = Bot(chats, max_concurrency=30)
         queue: asyncio.Queue[Incoming] = asyncio.Queue()
         for message in sent:
             queue.put_nowait(message)
         runner = asyncio.create_task(bot.run(queue))
-        await wait_until(lambda: bot.completed >= 30, timeout=10)
+        # Wait until later turns are hanging in the provider, not merely queued:
+        # only those are in flight when stop() comes.
+        await wait_until(lambda: bot.completed >= 30 and provider.calls > 31, timeout=10)
         started = time.monotonic()
         bot.stop(grace=0.1)  # too short for the turns in flight: they are cancelled
         await asyncio.wait_for(runner, 10)
