@@ -10,7 +10,7 @@ as long as the store, and is never shared with another one):
   core protocol still serialises its turns (:meth:`LockRegistry.of`);
 - how a block holds the session: the in-process lock, then (when the store
   has :class:`SupportsLeases` and ``distributed_lock`` on) the store's lease,
-  both given back by :meth:`Hold.release` whatever happens;
+  both given back by :func:`release` whatever happens;
 - how a turn is committed. A store with :class:`SupportsTurns` is awaited
   directly, and a cancellation that lands mid-commit is settled by turn id
   (applied, or aborted for good). Any other store's ``append`` runs as a task
@@ -33,7 +33,7 @@ from .stores._contract import Store, SupportsLeases, SupportsLocks, SupportsTurn
 if TYPE_CHECKING:
     from .stores._contract import Lease, Turn
 
-__all__ = ["Hold", "StorePlan", "plan_for", "wait_bounded"]
+__all__ = ["StorePlan", "plan_for", "release", "settle_after_cancel", "wait_bounded"]
 
 logger = logging.getLogger("promptkit_async._session")
 
@@ -43,34 +43,20 @@ _LEASE_RELEASE_WAIT = 2.0
 _background: set[asyncio.Future[Any]] = set()
 
 
-class Hold:
-    """What a session holds while its block runs: its lock entry, and its lease if any."""
-
-    __slots__ = ("_entry", "_locks", "lease", "session_id")
-
-    def __init__(self, locks: LockRegistry, session_id: str, entry: object) -> None:
-        self._locks = locks
-        self.session_id = session_id
-        self._entry: object | None = entry
-        self.lease: Lease | None = None
-
-    async def release(self) -> None:
-        """Give back the lease (if any), then the in-process lock; safe to call twice."""
-        lease, self.lease = self.lease, None
-        try:
-            if lease is not None:
-                # Its own task: a cancellation here must not leave the lease held
-                # (it would block other instances until it expires). Waited for a
-                # bounded time only: a store that stopped answering must not hold
-                # the turn (the release goes on, and the lease expires anyway).
-                task = asyncio.ensure_future(lease.release())
-                _background.add(task)
-                task.add_done_callback(_background.discard)
-                await asyncio.wait({task}, timeout=_LEASE_RELEASE_WAIT)
-        finally:
-            entry, self._entry = self._entry, None
-            if entry is not None:
-                self._locks.release(self.session_id, entry)
+async def release(locks: LockRegistry, session_id: str, entry: object, lease: Lease | None) -> None:
+    """Give back a block's lease (if any), then its in-process lock."""
+    try:
+        if lease is not None:
+            # Its own task: a cancellation here must not leave the lease held
+            # (it would block other instances until it expires). Waited for a
+            # bounded time only: a store that stopped answering must not hold
+            # the turn (the release goes on, and the lease expires anyway).
+            task = asyncio.ensure_future(lease.release())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+            await asyncio.wait({task}, timeout=_LEASE_RELEASE_WAIT)
+    finally:
+        locks.release(session_id, entry)
 
 
 class StorePlan:
@@ -102,32 +88,26 @@ class StorePlan:
                 "a lease can only fence a commit that carries it"
             )
 
-    async def hold(self, store: Store, session_id: str, timeout: float | None) -> Hold:
-        """Take the session's lock, and its lease when the store uses one.
+    async def take_lease(
+        self, store: Store, session_id: str, timeout: float | None, started: float
+    ) -> Lease | None:
+        """The store's lease for the block, when it uses one (``started``: when the
+        block began waiting, so that the lock and the lease share ``timeout``).
 
         Raises:
             SessionBusy: not acquired within ``timeout`` seconds (both together).
         """
-        started = perf_counter()
-        hold = Hold(self.locks, session_id, await self.locks.acquire(session_id, timeout))
-        if not self.leases:
-            return hold
         leases = cast("SupportsLeases", store)
         if not leases.distributed_lock:
-            return hold
+            return None
+        left = timeout
+        if left is not None:
+            left = max(0.0, left - (perf_counter() - started))
         try:
-            left = timeout
-            if left is not None:
-                left = max(0.0, left - (perf_counter() - started))
-            try:
-                hold.lease = await leases.acquire_lease(session_id, left)
-            except SessionBusy:
-                assert timeout is not None
-                raise SessionBusy(session_id, timeout) from None
-        except BaseException:
-            await hold.release()
-            raise
-        return hold
+            return await leases.acquire_lease(session_id, left)
+        except SessionBusy:
+            assert timeout is not None
+            raise SessionBusy(session_id, timeout) from None
 
     async def commit(self, store: Store, turn: Turn, grace: float) -> None:
         """Commit ``turn`` so that a cancellation cannot leave its outcome undecided.
@@ -135,15 +115,13 @@ class StorePlan:
         A cancelled caller waits (up to ``grace``) until the commit is finished
         or settled, then re-raises the cancellation. Holding the session lock
         until then keeps the next turn from loading a history still being written.
+        (A session inlines the first branch, the common one.)
         """
         if self.turns:
-            turns = cast("SupportsTurns", store)
             try:
-                await turns.commit(turn)
+                await cast("SupportsTurns", store).commit(turn)
             except asyncio.CancelledError:
-                task = asyncio.ensure_future(turns.settle_turn(turn.session_id, turn.turn_id))
-                await wait_bounded(task, grace)
-                _log_after_cancel(task, turn, grace)
+                await settle_after_cancel(store, turn, grace)
                 raise
             return
         appending: asyncio.Future[None] = asyncio.ensure_future(
@@ -161,6 +139,14 @@ class StorePlan:
             await wait_bounded(appending, grace)
             _log_after_cancel(appending, turn, grace)
             raise
+
+
+async def settle_after_cancel(store: Store, turn: Turn, grace: float) -> None:
+    """A cancellation landed mid-commit: decide the turn by id (within ``grace``)."""
+    turns = cast("SupportsTurns", store)
+    task = asyncio.ensure_future(turns.settle_turn(turn.session_id, turn.turn_id))
+    await wait_bounded(task, grace)
+    _log_after_cancel(task, turn, grace)
 
 
 _plans: weakref.WeakKeyDictionary[object, StorePlan] = weakref.WeakKeyDictionary()

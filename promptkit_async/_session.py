@@ -12,9 +12,11 @@ every case. What the session may use of its store is decided once per store
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import sys
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from ._config import check_session_id
@@ -25,11 +27,11 @@ from ._exceptions import (
 )
 from ._ids import new_turn_id
 from ._messages import Message
-from ._plan import Hold, plan_for
+from ._plan import plan_for, release, settle_after_cancel
 from ._reply import ReplyStream, run_reply
 from ._settings import DEFAULT_SETTINGS, SessionSettings
 from ._trim import trim
-from .stores._contract import Turn
+from .stores._contract import trusted_turn
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
     from ._settings import SessionOptions
     from .providers._base import Provider
-    from .stores._contract import Store
+    from .stores._contract import Lease, Store, SupportsTurns
 
 __all__ = ["Session"]
 
@@ -70,8 +72,9 @@ class Session:
     """
 
     __slots__ = (
+        "_entry",
         "_history",
-        "_hold",
+        "_lease",
         "_pending",
         "_pending_bytes",
         "_plan",
@@ -97,11 +100,12 @@ class Session:
         base = DEFAULT_SETTINGS if settings is None else settings
         if not isinstance(base, SessionSettings):
             raise TypeError(f"settings must be a SessionSettings, got {type(base).__name__}")
-        self.settings = base.replace(**options) if options else base
+        self.settings = base.with_options(options) if options else base
         self.provider = provider
         self._plan = plan_for(store)
         self._state = _State.NEW
-        self._hold: Hold | None = None
+        self._entry: object | None = None
+        self._lease: Lease | None = None
         self._history: tuple[Message, ...] | None = None
         self._pending: list[Message] = []
         self._pending_bytes = 0
@@ -122,19 +126,22 @@ class Session:
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
         self._state = _State.OPEN
+        plan = self._plan
+        timeout = self.settings.lock_timeout
+        started = perf_counter()
         try:
-            self._hold = await self._plan.hold(
-                self.store, self.session_id, self.settings.lock_timeout
-            )
+            self._entry = await plan.locks.acquire(self.session_id, timeout)
         except BaseException:
             self._state = _State.CLOSED
             raise
         try:
+            if plan.leases:
+                self._lease = await plan.take_lease(self.store, self.session_id, timeout, started)
             if not self.settings.lazy:
                 await self._load()
         except BaseException:
             self._state = _State.CLOSED
-            await self._hold.release()
+            await self._release()
             raise
         return self
 
@@ -157,8 +164,13 @@ class Session:
                 await self._commit_after_error(exc)
         finally:
             self._state = _State.CLOSED
-            if self._hold is not None:
-                await self._hold.release()
+            await self._release()
+
+    async def _release(self) -> None:
+        entry, self._entry = self._entry, None
+        lease, self._lease = self._lease, None
+        if entry is not None:
+            await release(self._plan.locks, self.session_id, entry, lease)
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -260,16 +272,24 @@ class Session:
 
     async def _commit(self) -> None:
         settings = self.settings
-        lease = None if self._hold is None else self._hold.lease
-        turn = Turn(
-            session_id=self.session_id,
-            messages=tuple(self._pending),
-            turn_id=new_turn_id(),
-            ttl=cast("float | None", settings.ttl),  # normalised by SessionSettings
-            max_messages=settings.max_messages,
-            fence=None if lease is None else lease.token,  # refused if the lease was lost
+        lease = self._lease
+        turn = trusted_turn(
+            self.session_id,
+            tuple(self._pending),
+            new_turn_id(),
+            cast("float | None", settings.ttl),  # normalised by SessionSettings
+            settings.max_messages,
+            None if lease is None else lease.token,  # refused if the lease was lost
         )
-        await self._plan.commit(self.store, turn, settings.commit_grace)
+        plan = self._plan
+        if plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
+            try:
+                await cast("SupportsTurns", self.store).commit(turn)
+            except asyncio.CancelledError:
+                await settle_after_cancel(self.store, turn, settings.commit_grace)
+                raise
+        else:
+            await plan.commit(self.store, turn, settings.commit_grace)
         self._pending = []
         self._pending_bytes = 0
 

@@ -18,7 +18,7 @@ from ._messages import Message
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from ._types import TTL, OnError, OnLoadError
 
@@ -157,6 +157,22 @@ class SessionSettings:
             )
         return replace(self, **changes)
 
+    def with_options(self, options: Mapping[str, Any]) -> SessionSettings:
+        """:meth:`replace`, remembered: the same options on the same settings are
+        validated once, however many sessions are opened with them."""
+        try:
+            key = (id(self), *options.items())
+            hit = _derived.get(key)
+        except TypeError:  # an unhashable option value: nothing to remember it by
+            return self.replace(**options)
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        derived = self.replace(**options)
+        if len(_derived) >= _DERIVED_MAX:
+            _derived.clear()
+        _derived[key] = (self, derived)
+        return derived
+
 
 def _message_bytes(message: Message) -> int:
     """The UTF-8 bytes of a message's text and tool calls: what the size limits count."""
@@ -173,6 +189,11 @@ def _is_number(value: object) -> bool:
 
 
 _NAMES: Final = frozenset(f.name for f in fields(SessionSettings))
+
+# Settings derived by with_options(), keyed by the base's id and the options. The
+# entry holds the base, so its id cannot be reused while the entry lives.
+_derived: dict[tuple[object, ...], tuple[SessionSettings, SessionSettings]] = {}
+_DERIVED_MAX: Final = 256
 
 #: The settings of ``Session(store, id)`` with no options.
 DEFAULT_SETTINGS: Final = SessionSettings()

@@ -21,8 +21,7 @@ nothing its protocols do not declare.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
 from .._exceptions import InvalidMessage
@@ -101,9 +100,21 @@ class SupportsLocks(Protocol):
     def locks(self) -> LockRegistry: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Turn:
-    """One turn's write, as a session hands it to a store.
+class _TurnFields(NamedTuple):
+    session_id: str
+    messages: tuple[Message, ...]
+    turn_id: str
+    ttl: float | None
+    max_messages: int | None
+    fence: str | None
+
+
+class Turn(_TurnFields):
+    """One turn's write, as a session hands it to a store (immutable).
+
+    Build it with keywords: ``Turn(session_id=..., messages=..., turn_id=...)``.
+    (A named tuple rather than a dataclass: a turn is built on every commit,
+    and a tuple is built in a fraction of the time.)
 
     Attributes:
         session_id: the conversation written to.
@@ -123,33 +134,55 @@ class Turn:
         TypeError, ValueError: a bad ttl, max_messages or turn_id.
     """
 
-    session_id: str
-    messages: tuple[Message, ...]
-    turn_id: str
-    ttl: float | None = DEFAULT_TTL
-    max_messages: int | None = None
-    fence: str | None = None
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        # The common values pass the fast paths of these checks: a turn is
-        # built on every commit.
-        object.__setattr__(self, "session_id", check_session_id(self.session_id))
-        ttl: TTL = self.ttl
-        object.__setattr__(self, "ttl", ttl_seconds(ttl))
-        check_limit("max_messages", self.max_messages)
-        messages = self.messages
-        if type(messages) is not tuple:
-            messages = tuple(messages)
-            object.__setattr__(self, "messages", messages)
-        if not messages:
+    def __new__(
+        cls,
+        *,
+        session_id: str,
+        messages: Sequence[Message],
+        turn_id: str,
+        ttl: TTL = DEFAULT_TTL,
+        max_messages: int | None = None,
+        fence: str | None = None,
+    ) -> Turn:
+        session_id = check_session_id(session_id)
+        seconds = ttl_seconds(ttl)
+        check_limit("max_messages", max_messages)
+        batch = messages if type(messages) is tuple else tuple(messages)
+        if not batch:
             raise InvalidMessage("a turn writes at least one message")
-        for i, m in enumerate(messages):
+        for i, m in enumerate(batch):
             if type(m) is not Message and not isinstance(m, Message):
                 raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
-        if type(self.turn_id) is not str or not self.turn_id:
-            raise TypeError(f"turn_id must be a non-empty str, got {self.turn_id!r}")
-        if self.fence is not None and (type(self.fence) is not str or not self.fence):
-            raise TypeError(f"fence must be a non-empty str or None, got {self.fence!r}")
+        if type(turn_id) is not str or not turn_id:
+            raise TypeError(f"turn_id must be a non-empty str, got {turn_id!r}")
+        if fence is not None and (type(fence) is not str or not fence):
+            raise TypeError(f"fence must be a non-empty str or None, got {fence!r}")
+        return tuple.__new__(cls, (session_id, batch, turn_id, seconds, max_messages, fence))
+
+    def __repr__(self) -> str:
+        return (
+            f"Turn(session_id={self.session_id!r}, turn_id={self.turn_id!r}, "
+            f"messages={len(self.messages)}, ttl={self.ttl!r}, "
+            f"max_messages={self.max_messages!r}, fenced={self.fence is not None})"
+        )
+
+
+def trusted_turn(
+    session_id: str,
+    messages: tuple[Message, ...],
+    turn_id: str,
+    ttl: float | None,
+    max_messages: int | None,
+    fence: str | None,
+) -> Turn:
+    """A :class:`Turn` from values already checked (a session's own): no re-validation.
+
+    A session validated its id and settings when it was created, and every
+    staged message when it was added.
+    """
+    return tuple.__new__(Turn, (session_id, messages, turn_id, ttl, max_messages, fence))
 
 
 @runtime_checkable

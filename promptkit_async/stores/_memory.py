@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -46,8 +45,16 @@ class _History:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.expires_at: float | None = None
-        self.turns: deque[str] = deque(maxlen=_TURN_MEMORY)
+        # Recent turn ids, oldest first: True applied, False aborted (a dict for
+        # O(1) checks; insertion order is the age order).
+        self.turns: dict[str, bool] = {}
         self.size = 0
+
+    def remember(self, turn_id: str, applied: bool) -> None:
+        turns = self.turns
+        turns[turn_id] = applied
+        if len(turns) > _TURN_MEMORY:
+            del turns[next(iter(turns))]
 
 
 class MemoryStore(BaseStore):
@@ -140,15 +147,17 @@ class MemoryStore(BaseStore):
         hist = self._live(session_id, now)
         if hist is None:
             hist = self._data[session_id] = _History()
-        elif turn.turn_id in hist.turns:
-            return  # a re-sent commit of a turn already applied
-        elif "!" + turn.turn_id in hist.turns:
-            raise StoreUnavailable(
-                f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
-                session_id=session_id,
-                unsaved=batch,
-            )
-        hist.turns.append(turn.turn_id)
+        else:
+            seen = hist.turns.get(turn.turn_id)
+            if seen:
+                return  # a re-sent commit of a turn already applied
+            if seen is not None:
+                raise StoreUnavailable(
+                    f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
+                    session_id=session_id,
+                    unsaved=batch,
+                )
+        hist.remember(turn.turn_id, True)
         added = 0
         for m in batch:
             added += _approx_size(m)
@@ -174,10 +183,13 @@ class MemoryStore(BaseStore):
         """Applied if the turn id was committed; else it is marked aborted for good."""
         session_id = check_session_id(session_id)
         hist = self._live(session_id, self._clock())
-        if hist is not None and turn_id in hist.turns:
+        if hist is None:
+            return "aborted"  # never applied here, and no commit can be in flight
+        seen = hist.turns.get(turn_id)
+        if seen:
             return "applied"
-        if hist is not None and "!" + turn_id not in hist.turns:
-            hist.turns.append("!" + turn_id)
+        if seen is None:
+            hist.remember(turn_id, False)
         return "aborted"
 
     async def delete(self, session_id: str) -> bool:
