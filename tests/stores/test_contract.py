@@ -21,6 +21,7 @@ from promptkit_async import (
 )
 
 from ..conftest import free_port
+from ..samples import IDS
 
 if TYPE_CHECKING:
     from promptkit_async import BaseStore
@@ -34,31 +35,6 @@ def u(text: str) -> Message:
 
 def a(text: str) -> Message:
     return Message.assistant(text)
-
-
-IDS = [
-    "a:b",
-    "a{b}",
-    "a}b{",
-    "a*b",
-    "a",
-    "a:{b}",
-    "a%7Bb%7D",
-    "a%b",
-    "{a}",
-    "{}",
-    "*",
-    "a\\*b",
-    "a?b",
-    "a[b]",
-    "user-1",
-    "user-1:conv-2",
-    "üñî©ødé 🎉",
-    "x" * 600,
-    "x" * 601,
-    " ",
-    "a\nb",
-]
 
 
 class Recorder:

@@ -13,6 +13,8 @@ from promptkit_async import (
 )
 from promptkit_async.stores._redis import _keys
 
+from ..samples import IDS
+
 if TYPE_CHECKING:
     from ..backends import RedisBackend
 
@@ -22,31 +24,6 @@ ids = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80)
 
 def a(text: str) -> Message:
     return Message.assistant(text)
-
-
-IDS = [
-    "a:b",
-    "a{b}",
-    "a}b{",
-    "a*b",
-    "a",
-    "a:{b}",
-    "a%7Bb%7D",
-    "a%b",
-    "{a}",
-    "{}",
-    "*",
-    "a\\*b",
-    "a?b",
-    "a[b]",
-    "user-1",
-    "user-1:conv-2",
-    "üñî©ødé 🎉",
-    "x" * 600,
-    "x" * 601,
-    " ",
-    "a\nb",
-]
 
 
 @given(ids, ids)
