@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["IDS"]
+from promptkit_async import Message
+
+__all__ = ["IDS", "a", "u"]
+
+
+def u(text: str) -> Message:
+    """A user message."""
+    return Message.user(text)
+
+
+def a(text: str) -> Message:
+    """An assistant message."""
+    return Message.assistant(text)
+
 
 #: Session ids that differ only in characters with a meaning somewhere: the key
 #: schema's braces and escapes, glob characters, separators, non-ASCII, long ids.

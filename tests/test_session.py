@@ -23,6 +23,7 @@ from promptkit_async import (
 )
 
 from .conftest import free_port
+from .samples import u
 
 if TYPE_CHECKING:
     from promptkit_async.stores import Store
@@ -47,10 +48,6 @@ def unreachable() -> RedisStore:
     return RedisStore.from_url(
         f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5, socket_timeout=0.5, retries=0
     )
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
 
 
 async def test_add_outside_the_block_is_a_state_error() -> None:

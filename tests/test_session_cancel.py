@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio as aioredis
 
-from promptkit_async import Message, RedisStore, Session
+from promptkit_async import RedisStore, Session
 from promptkit_async.providers import ScriptedProvider
 
 from .conftest import assert_pool_clean, contents, through, wait_until
+from .samples import a, u
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,14 +35,6 @@ pytestmark = pytest.mark.redis
 
 COMMIT = b"EVALSHA"
 LOAD = b"LRANGE"
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 @pytest.fixture

@@ -21,20 +21,12 @@ from promptkit_async import (
 )
 
 from ..conftest import free_port
-from ..samples import IDS
+from ..samples import IDS, a, u
 
 if TYPE_CHECKING:
     from promptkit_async import BaseStore
 
     from ..backends import Backend
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 class Recorder:

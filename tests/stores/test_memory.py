@@ -8,13 +8,7 @@ from promptkit_async import (
     Session,
 )
 
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
+from ..samples import u
 
 
 async def test_memory_store_ignores_empty_appends_like_redis() -> None:

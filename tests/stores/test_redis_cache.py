@@ -12,12 +12,10 @@ from promptkit_async import (
     Session,
 )
 
+from ..samples import u
+
 if TYPE_CHECKING:
     import pytest
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
 
 
 async def test_near_cache_is_never_stale_across_instances(redis_url: str, prefix: str) -> None:

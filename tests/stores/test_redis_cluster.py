@@ -18,7 +18,6 @@ from redis.crc import key_slot
 
 from promptkit_async import (
     CommitOutcomeUnknown,
-    Message,
     RedisStore,
     Session,
     StoreUnavailable,
@@ -26,15 +25,12 @@ from promptkit_async import (
 
 from ..cluster import ClusterServers, cluster_unavailable_reason
 from ..conftest import contents, skip_or_fail
+from ..samples import u
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
 pytestmark = pytest.mark.redis
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
 
 
 def ids_in_slot(store: RedisStore, slot: int, n: int, stem: str = "m") -> list[str]:

@@ -20,6 +20,7 @@ from promptkit_async import (
 )
 
 from ..conftest import RedisServer, assert_pool_clean, contents, through, wait_until
+from ..samples import a, u
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
 #: Matches the commit script call on the wire (loads use LRANGE, nothing else uses EVALSHA
 #: once the scripts are cached by a warm-up commit).
 COMMIT = b"EVALSHA"
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 @pytest.mark.parametrize("retries", [0, 2])

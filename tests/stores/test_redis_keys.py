@@ -8,9 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from promptkit_async import (
-    Message,
-)
 from promptkit_async.stores._redis import _keys
 
 from ..samples import IDS
@@ -20,10 +17,6 @@ if TYPE_CHECKING:
 
 
 ids = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 @given(ids, ids)

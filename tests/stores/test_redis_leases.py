@@ -16,13 +16,7 @@ from promptkit_async import (
     SessionBusy,
 )
 
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
+from ..samples import a, u
 
 
 async def test_distributed_lock_serialises_turns_across_instances(

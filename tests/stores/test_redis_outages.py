@@ -10,26 +10,18 @@ import pytest
 
 from promptkit_async import (
     CommitOutcomeUnknown,
-    Message,
     RedisStore,
     Session,
     StoreUnavailable,
 )
 
 from ..conftest import RedisServer, assert_pool_clean, contents, through, wait_until
+from ..samples import a, u
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..faults import FaultProxy
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 async def test_refused_connection_is_store_unavailable_quickly(

@@ -27,7 +27,6 @@ import redis.asyncio as aioredis
 
 from promptkit_async import (
     Conversations,
-    Message,
     RedisStore,
     Session,
     StoreError,
@@ -36,6 +35,7 @@ from promptkit_async import (
 from promptkit_async.providers import ScriptedProvider
 
 from ..conftest import contents, free_port
+from ..samples import u
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -46,10 +46,6 @@ pytestmark = pytest.mark.redis
 
 PASSWORD = "s3cret-Pa55-word"
 ADMIN_PASSWORD = "adm1n-Pa55-word"
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
 
 
 def everything_said(exc: BaseException) -> str:

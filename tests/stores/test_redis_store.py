@@ -16,16 +16,13 @@ from promptkit_async import (
 )
 
 from ..conftest import free_port
+from ..samples import u
 
 
 def unreachable() -> RedisStore:
     return RedisStore.from_url(
         f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5, socket_timeout=0.5, retries=0
     )
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
 
 
 async def test_redis_unreachable_raises_store_unavailable_quickly() -> None:

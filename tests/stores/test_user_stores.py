@@ -31,6 +31,7 @@ from promptkit_async import (
 )
 
 from ..conftest import assert_pool_clean, contents, through, wait_until
+from ..samples import a, u
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,14 +39,6 @@ if TYPE_CHECKING:
     from promptkit_async import TTL
 
     from ..faults import FaultProxy
-
-
-def u(text: str) -> Message:
-    return Message.user(text)
-
-
-def a(text: str) -> Message:
-    return Message.assistant(text)
 
 
 class DictStore:
