@@ -6,6 +6,7 @@ from ._base import Provider as Provider
 from ._base import ReplyDone as ReplyDone
 from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
+from ._ndjson import NDJSONDecoder as NDJSONDecoder
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedProvider as ScriptedProvider
@@ -15,6 +16,7 @@ from ._sse import SSEDecoder as SSEDecoder
 
 __all__ = [
     "AnthropicProvider",
+    "NDJSONDecoder",
     "OpenAIProvider",
     "Provider",
     "ReplyDone",
