@@ -1,4 +1,4 @@
-"""Model providers: the protocol, and clients for OpenAI-compatible and Anthropic APIs."""
+"""Model providers: the protocol, and clients for the OpenAI, Anthropic, Gemini and Ollama APIs."""
 
 from .._exports import publish as _publish
 from ._anthropic import AnthropicProvider as AnthropicProvider
@@ -8,6 +8,7 @@ from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
 from ._ndjson import NDJSONDecoder as NDJSONDecoder
 from ._openai import OpenAIProvider as OpenAIProvider
+from ._responses import OpenAIResponsesProvider as OpenAIResponsesProvider
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedProvider as ScriptedProvider
 from ._scripted import ScriptedReply as ScriptedReply
@@ -18,6 +19,7 @@ __all__ = [
     "AnthropicProvider",
     "NDJSONDecoder",
     "OpenAIProvider",
+    "OpenAIResponsesProvider",
     "Provider",
     "ReplyDone",
     "SSEDecoder",
