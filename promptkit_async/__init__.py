@@ -50,6 +50,7 @@ from ._types import OnError as OnError
 from ._types import OnLoadError as OnLoadError
 from ._types import Role as Role
 from .providers import AnthropicProvider as AnthropicProvider
+from .providers import GeminiProvider as GeminiProvider
 from .providers import OpenAIProvider as OpenAIProvider
 from .providers import OpenAIResponsesProvider as OpenAIResponsesProvider
 from .providers import Provider as Provider
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_OPENAI_MODEL",
     "DEFAULT_TTL",
+    "GeminiProvider",
     "InvalidMessage",
     "InvalidSessionId",
     "JSONValue",

@@ -6,6 +6,7 @@ from ._base import Provider as Provider
 from ._base import ReplyDone as ReplyDone
 from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
+from ._gemini import GeminiProvider as GeminiProvider
 from ._ndjson import NDJSONDecoder as NDJSONDecoder
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._responses import OpenAIResponsesProvider as OpenAIResponsesProvider
@@ -17,6 +18,7 @@ from ._sse import SSEDecoder as SSEDecoder
 
 __all__ = [
     "AnthropicProvider",
+    "GeminiProvider",
     "NDJSONDecoder",
     "OpenAIProvider",
     "OpenAIResponsesProvider",
