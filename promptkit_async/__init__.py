@@ -51,6 +51,7 @@ from ._types import OnLoadError as OnLoadError
 from ._types import Role as Role
 from .providers import AnthropicProvider as AnthropicProvider
 from .providers import GeminiProvider as GeminiProvider
+from .providers import OllamaProvider as OllamaProvider
 from .providers import OpenAIProvider as OpenAIProvider
 from .providers import OpenAIResponsesProvider as OpenAIResponsesProvider
 from .providers import Provider as Provider
@@ -97,6 +98,7 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "Observer",
+    "OllamaProvider",
     "OnError",
     "OnLoadError",
     "OpenAIProvider",

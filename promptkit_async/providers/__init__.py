@@ -8,6 +8,7 @@ from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
 from ._gemini import GeminiProvider as GeminiProvider
 from ._ndjson import NDJSONDecoder as NDJSONDecoder
+from ._ollama import OllamaProvider as OllamaProvider
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._responses import OpenAIResponsesProvider as OpenAIResponsesProvider
 from ._scripted import ScriptedCall as ScriptedCall
@@ -20,6 +21,7 @@ __all__ = [
     "AnthropicProvider",
     "GeminiProvider",
     "NDJSONDecoder",
+    "OllamaProvider",
     "OpenAIProvider",
     "OpenAIResponsesProvider",
     "Provider",
