@@ -8,6 +8,8 @@ from ._app import Conversations as Conversations
 from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
 from ._config import DEFAULT_TTL as DEFAULT_TTL
 from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
+from ._env import DEFAULT_GEMINI_MODEL as DEFAULT_GEMINI_MODEL
+from ._env import DEFAULT_OLLAMA_MODEL as DEFAULT_OLLAMA_MODEL
 from ._env import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
 from ._env import provider_from_env as provider_from_env
 from ._env import store_from_env as store_from_env
@@ -83,7 +85,9 @@ __all__ = [
     "Conversations",
     "CorruptHistory",
     "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_GEMINI_MODEL",
     "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_OLLAMA_MODEL",
     "DEFAULT_OPENAI_MODEL",
     "DEFAULT_TTL",
     "GeminiProvider",
