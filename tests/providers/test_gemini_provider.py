@@ -636,3 +636,55 @@ def test_history_conversion() -> None:
         },
     ]
     assert to_gemini_contents([], None) == (None, [])
+
+
+def test_a_signature_alone_on_a_tool_call_turn_is_sent_after_the_calls() -> None:
+    _, message = parse(
+        chunk([{"functionCall": {"name": "f", "args": {"a": 1}}}], PROMPT_ONLY),
+        chunk([{"text": "", "thoughtSignature": TEXT_SIGNATURE}], FINAL_USAGE, "STOP"),
+    )
+    assert message.metadata["gemini_signatures"] == {"text": TEXT_SIGNATURE}
+    _, contents = to_gemini_contents([message], None)
+    assert contents == [
+        {
+            "role": "model",
+            "parts": [
+                {"functionCall": {"name": "f", "args": {"a": 1}}},
+                {"text": "", "thoughtSignature": TEXT_SIGNATURE},
+            ],
+        }
+    ]
+
+
+def test_a_block_reason_message_and_unusable_metadata() -> None:
+    _, message = parse(
+        {"promptFeedback": {"blockReason": "OTHER", "blockReasonMessage": "Not allowed."}}
+    )
+    assert message.metadata["finish_message"] == "Not allowed."
+    assert message.metadata["finish_reason"] == "other"
+    parser = GeminiChunkParser()
+    for event in SSEDecoder().feed(b'data: {"usageMetadata": {"n": NaN}}\n\n'):
+        parser.feed(event)
+    with pytest.raises(ProviderStreamError, match="unusable reply"):
+        parser.message()
+
+
+def test_stored_metadata_of_the_wrong_shape_is_ignored() -> None:
+    odd = Message.assistant(
+        "hi",
+        tool_calls=[ToolCall("c1", "f", "{}")],
+        gemini_signatures={"text": 5, "calls": {"c1": 7}},
+        gemini_call_ids=[1, "c1"],
+    )
+    worse = Message.assistant("there", gemini_signatures="junk", gemini_call_ids="junk")
+    _, contents = to_gemini_contents([odd, worse], None)
+    assert contents == [
+        {
+            "role": "model",
+            "parts": [
+                {"text": "hi"},
+                {"functionCall": {"name": "f", "args": {}, "id": "c1"}},
+                {"text": "there"},
+            ],
+        }
+    ]

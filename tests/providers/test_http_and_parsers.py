@@ -199,6 +199,8 @@ GEMINI_DEPLETED = {
         (429, "not json", False),
         (429, [1, 2], False),
         (429, {"error": "slow down"}, False),
+        (429, {"error": {"details": ["junk", {"@type": 5}]}}, False),
+        (429, {"error": {"details": [{"@type": "google.rpc.QuotaFailure"}]}}, False),
         (500, OPENAI_QUOTA, False),  # only 400/402/429 can mean it
     ],
 )

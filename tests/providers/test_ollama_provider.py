@@ -424,3 +424,18 @@ def test_parser_edges() -> None:
     assert message.tool_calls == (ToolCall("call_1", "f", '{"already": "text"}'),)
     assert message.metadata["usage"] is None
     assert message.metadata["finish_reason"] is None
+
+
+async def test_a_last_line_without_its_newline_still_counts(api: FakeAPI) -> None:
+    api.queue(Script(headers=NDJSON, items=[TEXT.rstrip(LF)]))
+    async with make(api) as provider:
+        _, message = await collect(provider, [Message.user("hi")])
+    assert message.content == FINAL_TEXT
+    assert message.metadata["usage"] == USAGE
+
+
+def test_a_lone_surrogate_is_an_unusable_reply() -> None:
+    parser = OllamaLineParser()
+    parser.feed(json.loads('{"message": {"content": "\\ud800"}, "done": true}'))
+    with pytest.raises(ProviderStreamError, match="unusable reply"):
+        parser.message()

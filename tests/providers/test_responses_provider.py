@@ -749,3 +749,54 @@ def test_history_conversion_drops_results_without_their_call() -> None:
         },
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
     ]
+
+
+def test_odd_but_valid_payloads() -> None:
+    texts, message = parse(
+        stream(
+            {"type": "response.created", "response": None},
+            text_delta(""),
+            {"type": "response.output_text.delta", "delta": "no item id, "},
+            {"type": "response.output_item.done", "item": "junk"},
+            {"type": "response.output_item.done", "item": {"id": "m1", "type": "message"}},
+            {
+                "type": "response.output_item.done",
+                "item": {
+                    "id": "m2",
+                    "type": "message",
+                    "content": ["junk", {"type": "refusal", "refusal": "refused in full"}],
+                },
+            },
+            {"type": "response.output_item.done", "item": {"id": "m3", "type": "message"}},
+            {
+                "type": "response.output_item.added",
+                "item": {"id": "fc", "type": "function_call", "call_id": "c", "name": "f"},
+            },
+            {"type": "response.function_call_arguments.delta", "item_id": "fc", "delta": None},
+            {"type": "response.function_call_arguments.done", "item_id": "fc", "arguments": 7},
+            {
+                "type": "response.output_item.done",
+                "item": {
+                    "id": "whole",
+                    "type": "function_call",
+                    "call_id": "d",
+                    "name": "g",
+                    "arguments": '{"x": 1}',
+                },
+            },
+            {"type": "response.incomplete", "response": {"incomplete_details": None}},
+        )
+    )
+    assert texts == ["no item id, ", "refused in full"]
+    assert message.metadata["refusal"] is True
+    assert message.metadata["finish_reason"] == "incomplete"
+    assert message.tool_calls == (ToolCall("c", "f", "{}"), ToolCall("d", "g", '{"x": 1}'))
+    with pytest.raises(ProviderStreamError, match=r"error event in stream: unknown error$"):
+        parse(stream({"type": "error", "error": {"code": ""}}))
+    with pytest.raises(ProviderStreamError, match="unusable reply"):
+        parse(b'data: {"type": "response.completed", "response": {"usage": {"n": NaN}}}\n\n')
+
+
+async def test_organization_header() -> None:
+    async with OpenAIResponsesProvider("m", api_key="", organization="org-7") as provider:
+        assert provider._headers["OpenAI-Organization"] == "org-7"
