@@ -6,7 +6,8 @@ Run it offline (scripted replies; in-memory store unless ``REDIS_URL`` is set)::
     python examples/bot.py --users 5 --delay 0.05 --verbose
     printf '1 0 hi\\n1 2 hello\\n' | python examples/bot.py --stdin   # lines: USER CONV TEXT
 
-Provider: ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` or ``ANTHROPIC_API_KEY`` (model from
+Provider: ``OPENAI_API_KEY``/``OPENAI_BASE_URL``, ``ANTHROPIC_API_KEY``,
+``GEMINI_API_KEY``/``GOOGLE_API_KEY`` or ``OLLAMA_HOST`` (model from
 ``PROMPTKIT_MODEL``) as in ``fastapi_chat.py``; with none, the scripted provider.
 
 The message source is a stand-in for a chat service: an ``asyncio.Queue`` of

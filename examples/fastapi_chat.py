@@ -48,8 +48,9 @@ Environment (read once, at start-up, in :func:`conversations_from_env`):
   ``PROMPTKIT_PREFIX``: the Redis key prefix (default ``promptkit``).
 - ``OPENAI_API_KEY`` and/or ``OPENAI_BASE_URL`` (any OpenAI-compatible server, e.g.
   Ollama's ``http://localhost:11434/v1``): OpenAIProvider; else ``ANTHROPIC_API_KEY``:
-  AnthropicProvider; else the offline ScriptedProvider (a warning is logged).
-  ``PROMPTKIT_MODEL`` names the model.
+  AnthropicProvider; else ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``: GeminiProvider;
+  else ``OLLAMA_HOST``: OllamaProvider; else the offline ScriptedProvider (a warning
+  is logged). ``PROMPTKIT_MODEL`` names the model.
 - ``PROMPTKIT_SYSTEM`` (system prompt), ``PROMPTKIT_MAX_MESSAGES`` (20),
   ``PROMPTKIT_LOCK_TIMEOUT`` (seconds a turn waits for a busy session, 30),
   ``PROMPTKIT_SCRIPTED_DELAY`` (seconds between scripted words, 0.05).

@@ -8,6 +8,8 @@ from ._app import Conversations as Conversations
 from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
 from ._config import DEFAULT_TTL as DEFAULT_TTL
 from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
+from ._env import DEFAULT_GEMINI_MODEL as DEFAULT_GEMINI_MODEL
+from ._env import DEFAULT_OLLAMA_MODEL as DEFAULT_OLLAMA_MODEL
 from ._env import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
 from ._env import ProviderName as ProviderName
 from ._env import provider_from_env as provider_from_env
@@ -51,7 +53,10 @@ from ._types import OnError as OnError
 from ._types import OnLoadError as OnLoadError
 from ._types import Role as Role
 from .providers import AnthropicProvider as AnthropicProvider
+from .providers import GeminiProvider as GeminiProvider
+from .providers import OllamaProvider as OllamaProvider
 from .providers import OpenAIProvider as OpenAIProvider
+from .providers import OpenAIResponsesProvider as OpenAIResponsesProvider
 from .providers import Provider as Provider
 from .providers import ReplyDone as ReplyDone
 from .providers import ScriptedCall as ScriptedCall
@@ -80,9 +85,12 @@ __all__ = [
     "Conversations",
     "CorruptHistory",
     "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_GEMINI_MODEL",
     "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_OLLAMA_MODEL",
     "DEFAULT_OPENAI_MODEL",
     "DEFAULT_TTL",
+    "GeminiProvider",
     "InvalidMessage",
     "InvalidSessionId",
     "JSONValue",
@@ -94,9 +102,11 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "Observer",
+    "OllamaProvider",
     "OnError",
     "OnLoadError",
     "OpenAIProvider",
+    "OpenAIResponsesProvider",
     "PromptKitError",
     "Provider",
     "ProviderAuthError",

@@ -6,8 +6,10 @@ Web apps, bots and the command line all configure themselves the same way:
   unset, a MemoryStore.
 - ``OPENAI_API_KEY`` and/or ``OPENAI_BASE_URL`` (any OpenAI-compatible server):
   an OpenAIProvider; else ``ANTHROPIC_API_KEY`` (``ANTHROPIC_BASE_URL``): an
-  AnthropicProvider; else the offline ScriptedProvider. ``PROMPTKIT_MODEL``
-  names the model.
+  AnthropicProvider; else ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``: a
+  GeminiProvider; else ``OLLAMA_HOST``: an OllamaProvider; else the offline
+  ScriptedProvider. ``PROMPTKIT_MODEL`` names the model. The Responses API
+  (``"responses"``, with the OpenAI variables) is chosen only by name.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import logging
 import os
 from typing import TYPE_CHECKING, Literal
 
-from .providers import AnthropicProvider, OpenAIProvider, ScriptedProvider
+from .providers import (
+    AnthropicProvider,
+    GeminiProvider,
+    OllamaProvider,
+    OpenAIProvider,
+    OpenAIResponsesProvider,
+    ScriptedProvider,
+)
+from .providers._ollama import DEFAULT_OLLAMA_BASE_URL
 from .stores import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_GEMINI_MODEL",
+    "DEFAULT_OLLAMA_MODEL",
     "DEFAULT_OPENAI_MODEL",
     "ProviderName",
     "detect_provider",
@@ -37,8 +49,11 @@ logger = logging.getLogger("promptkit_async")
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_OLLAMA_MODEL = "llama3.2"
 
-ProviderName = Literal["openai", "anthropic", "scripted"]
+ProviderName = Literal["openai", "responses", "anthropic", "gemini", "ollama", "scripted"]
+_NAMES = "openai, responses, anthropic, gemini, ollama or scripted"
 
 
 def detect_provider(environ: Mapping[str, str] | None = None) -> ProviderName:
@@ -48,6 +63,10 @@ def detect_provider(environ: Mapping[str, str] | None = None) -> ProviderName:
         return "openai"
     if env.get("ANTHROPIC_API_KEY"):
         return "anthropic"
+    if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        return "gemini"
+    if env.get("OLLAMA_HOST"):
+        return "ollama"
     return "scripted"
 
 
@@ -64,7 +83,8 @@ def provider_from_env(
     :class:`ScriptedProvider` is returned, so apps and demos run without one.
 
     Raises:
-        ValueError: ``name`` asks for a provider whose key is not set, or is unknown.
+        ValueError: ``name`` asks for a provider whose key is not set, or is
+            unknown; ``OLLAMA_HOST`` has a bad port.
     """
     env = os.environ if environ is None else environ
     detected = detect_provider(env)
@@ -72,16 +92,18 @@ def provider_from_env(
         name = detected
         if name == "scripted":
             logger.warning(
-                "no OPENAI_API_KEY, OPENAI_BASE_URL or ANTHROPIC_API_KEY set: "
+                "no OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, GEMINI_API_KEY, "
+                "GOOGLE_API_KEY or OLLAMA_HOST set: "
                 "falling back to ScriptedProvider (offline echo replies)"
             )
     model = model or env.get("PROMPTKIT_MODEL") or None
-    if name == "openai":
+    if name in ("openai", "responses"):
         if not (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
             raise ValueError(
-                "the openai provider needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
+                f"the {name} provider needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
             )
-        return OpenAIProvider(
+        cls = OpenAIProvider if name == "openai" else OpenAIResponsesProvider
+        return cls(
             model or DEFAULT_OPENAI_MODEL,
             api_key=env.get("OPENAI_API_KEY", ""),
             base_url=env.get("OPENAI_BASE_URL") or None,
@@ -94,9 +116,20 @@ def provider_from_env(
             api_key=env["ANTHROPIC_API_KEY"],
             base_url=env.get("ANTHROPIC_BASE_URL") or None,
         )
+    if name == "gemini":
+        key = env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")
+        if not key:
+            raise ValueError("the gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        return GeminiProvider(model or DEFAULT_GEMINI_MODEL, api_key=key)
+    if name == "ollama":
+        # No key needed: without OLLAMA_HOST it is the local server.
+        return OllamaProvider(
+            model or DEFAULT_OLLAMA_MODEL,
+            base_url=env.get("OLLAMA_HOST") or DEFAULT_OLLAMA_BASE_URL,
+        )
     if name == "scripted":
         return ScriptedProvider(delay=scripted_delay)
-    raise ValueError(f"unknown provider {name!r}: expected openai, anthropic or scripted")
+    raise ValueError(f"unknown provider {name!r}: expected {_NAMES}")
 
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> MemoryStore | RedisStore:

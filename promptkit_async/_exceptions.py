@@ -25,7 +25,7 @@ retrying)::
         ├── ProviderStatusError              non-2xx reply (.status_code, .body, ...)
         │   ├── ProviderAuthError            401 / 403
         │   └── RateLimited                  429 (.retry_after)
-        └── ProviderStreamError              error event mid-stream, bad SSE, no terminator
+        └── ProviderStreamError              error event mid-stream, bad SSE/NDJSON, no terminator
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class ProviderAuthError(ProviderStatusError):
 
 
 class RateLimited(ProviderStatusError):
-    """The provider answered 429 after every allowed retry."""
+    """The provider answered 429 after every allowed retry, or at once for a spent quota."""
 
     def __init__(
         self,

@@ -31,7 +31,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "ANTHROPIC_", "PROMPTKIT_")) and k != "REDIS_URL"
+        if not k.startswith(("OPENAI_", "ANTHROPIC_", "GEMINI_", "OLLAMA_", "PROMPTKIT_"))
+        and k not in ("GOOGLE_API_KEY", "REDIS_URL")
     }
     env.update(extra)
     return env
@@ -221,6 +222,22 @@ def test_provider_failure_is_exit_4() -> None:
     result = run("chat", "--provider", "openai", "--model", "m", stdin="hi\n", env=env)
     assert result.returncode == 4, result.stderr
     assert "provider error" in result.stderr
+
+
+def test_the_newer_provider_names() -> None:
+    responses, gemini, chat_help = run_all(
+        ["chat", "--provider", "responses"],
+        ["chat", "--provider", "gemini"],
+        ["chat", "--help"],
+    )
+    assert responses.returncode == 2 and "OPENAI_API_KEY" in responses.stderr
+    assert gemini.returncode == 2 and "GEMINI_API_KEY" in gemini.stderr
+    assert "{scripted,openai,responses,anthropic,gemini,ollama}" in chat_help.stdout
+    # Ollama is detected from OLLAMA_HOST (host:port, no scheme); nobody listens there.
+    env = _clean_env(OLLAMA_HOST=f"127.0.0.1:{free_port()}")
+    unreachable = run("chat", "--model", "m", stdin="hi\n", env=env)
+    assert unreachable.returncode == 4, unreachable.stderr
+    assert "provider error" in unreachable.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")

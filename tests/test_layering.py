@@ -23,7 +23,12 @@ PURE = [
     "_trim",
     "_types",
     "providers._anthropic_wire",
+    "providers._arguments",
+    "providers._gemini_wire",
+    "providers._ndjson",
+    "providers._ollama_wire",
     "providers._openai_wire",
+    "providers._responses_wire",
     "providers._sse",
 ]
 #: Third-party packages that do I/O.

@@ -18,9 +18,12 @@ stores:
   --key-prefix picks the key namespace (default $PROMPTKIT_PREFIX, else "promptkit").
 
 providers (chat):
-  OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible server), or
-  ANTHROPIC_API_KEY; the model is --model, else $PROMPTKIT_MODEL. With no key,
-  chat uses the offline scripted provider (it echoes, showing what it remembers).
+  OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible server), else
+  ANTHROPIC_API_KEY, else GEMINI_API_KEY or GOOGLE_API_KEY, else OLLAMA_HOST;
+  --provider responses uses the OpenAI Responses API with the OpenAI variables,
+  --provider ollama a local server even without OLLAMA_HOST. The model is
+  --model, else $PROMPTKIT_MODEL. With none set, chat uses the offline scripted
+  provider (it echoes, showing what it remembers).
 
 exit status:
   0    success
@@ -90,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     chat.add_argument("--session", metavar="ID", help="session id (default: cli-<user name>)")
     chat.add_argument(
         "--provider",
-        choices=("scripted", "openai", "anthropic"),
+        choices=("scripted", "openai", "responses", "anthropic", "gemini", "ollama"),
         help="default: from the keys set in the environment",
     )
     chat.add_argument("--model", metavar="M", help="model name (default: $PROMPTKIT_MODEL)")

@@ -54,8 +54,9 @@ def _provider(args: argparse.Namespace, interactive: bool) -> Provider:
         choice = detect_provider()
         if choice == "scripted":
             err(
-                "note: no OPENAI_API_KEY, OPENAI_BASE_URL or ANTHROPIC_API_KEY set: "
-                "using the offline scripted provider (echo replies)"
+                "note: no OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, GEMINI_API_KEY, "
+                "GOOGLE_API_KEY or OLLAMA_HOST set: using the offline scripted provider "
+                "(echo replies)"
             )
     delay = args.delay if args.delay is not None else (0.03 if interactive else 0.0)
     try:

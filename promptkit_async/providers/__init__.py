@@ -1,4 +1,4 @@
-"""Model providers: the protocol, and clients for OpenAI-compatible and Anthropic APIs."""
+"""Model providers: the protocol, and clients for the OpenAI, Anthropic, Gemini and Ollama APIs."""
 
 from .._exports import publish as _publish
 from ._anthropic import AnthropicProvider as AnthropicProvider
@@ -6,7 +6,11 @@ from ._base import Provider as Provider
 from ._base import ReplyDone as ReplyDone
 from ._base import StreamEvent as StreamEvent
 from ._base import TextDelta as TextDelta
+from ._gemini import GeminiProvider as GeminiProvider
+from ._ndjson import NDJSONDecoder as NDJSONDecoder
+from ._ollama import OllamaProvider as OllamaProvider
 from ._openai import OpenAIProvider as OpenAIProvider
+from ._responses import OpenAIResponsesProvider as OpenAIResponsesProvider
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedProvider as ScriptedProvider
 from ._scripted import ScriptedReply as ScriptedReply
@@ -15,7 +19,11 @@ from ._sse import SSEDecoder as SSEDecoder
 
 __all__ = [
     "AnthropicProvider",
+    "GeminiProvider",
+    "NDJSONDecoder",
+    "OllamaProvider",
     "OpenAIProvider",
+    "OpenAIResponsesProvider",
     "Provider",
     "ReplyDone",
     "SSEDecoder",

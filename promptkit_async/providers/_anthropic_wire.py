@@ -9,11 +9,11 @@ accepts, and assembles a reply from its streaming events (``message_start``,
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
 from .._messages import Message, ToolCall
+from ._arguments import arguments_object
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -23,22 +23,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicEventParser", "to_anthropic_messages"]
 
-logger = logging.getLogger("promptkit_async.providers.anthropic")
-
 ANTHROPIC_VERSION: Final = "2023-06-01"
 
 
-def _tool_input(arguments: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        value = None
-    if isinstance(value, dict):
-        return value
-    # The model wrote arguments that are not a JSON object. Raising would make
-    # this history unsendable forever, so the call is replayed with no input.
-    logger.debug("tool call arguments are not a JSON object; sending input {}")
-    return {}
+def _tool_use_block(call: ToolCall) -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": call.id,
+        "name": call.name,
+        "input": arguments_object(call.arguments),
+    }
 
 
 def to_anthropic_messages(
@@ -78,10 +72,7 @@ def to_anthropic_messages(
             role = m.role
             if m.content:
                 blocks.append({"type": "text", "text": m.content})
-            blocks.extend(
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
-                for c in m.tool_calls
-            )
+            blocks.extend(_tool_use_block(c) for c in m.tool_calls)
         if not blocks:
             continue
         if not out and role != "user":

@@ -1,8 +1,9 @@
 """Shared httpx plumbing for the HTTP providers.
 
-Owns everything the OpenAI and Anthropic clients have in common: the
-``httpx.AsyncClient`` (created and closed here, or borrowed and left open),
-timeouts, and retries with backoff, only before the first byte of a reply.
+Owns everything the HTTP clients have in common: the ``httpx.AsyncClient``
+(created and closed here, or borrowed and left open), timeouts, retries with
+backoff (only before the first byte of a reply, and never for an exhausted
+quota), and decoding the streamed body as Server-Sent Events or NDJSON.
 Errors are mapped through ``_errors.py``, so no ``httpx`` exception leaves
 unmapped, and the API key is redacted from every message.
 """
@@ -26,6 +27,7 @@ from .._exceptions import (
 )
 from .._resources import AsyncResource
 from ._errors import error_message, mapped_httpx_errors, status_error
+from ._ndjson import NDJSONDecoder
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
@@ -51,7 +53,6 @@ DEFAULT_MAX_RETRY_WAIT: Final = 60.0
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_MAX: Final = 8.0
 _MAX_ERROR_BODY: Final = 64 * 1024
-_RETRY_STATUSES: Final = frozenset({408, 409, 429})
 
 
 class _State(enum.Enum):
@@ -77,11 +78,13 @@ class _Secret:
 
 
 class HTTPProvider(AsyncResource):
-    """Base for providers that stream Server-Sent Events over one ``httpx.AsyncClient``.
+    """Base for providers that stream a reply over one ``httpx.AsyncClient``.
 
-    Subclasses build the request (``_url``, ``_headers``) and translate events;
-    this class sends it, retries what is safe to retry, maps errors, and
-    closes the response as soon as the consumer stops.
+    Subclasses build the request (URL, headers, body) and translate what
+    arrives: Server-Sent Events (``_stream_events``) or NDJSON lines
+    (``_stream_lines``), both decoded from the same raw byte stream
+    (``_stream_body``). This class sends the request, retries what is safe to
+    retry, maps errors, and closes the response as soon as the consumer stops.
     """
 
     _provider_name: str = "provider"
@@ -160,9 +163,39 @@ class HTTPProvider(AsyncResource):
     async def _stream_events(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        """POST ``body`` and yield the reply's SSE events as they arrive.
+        """POST ``body`` and yield the reply's Server-Sent Events as they arrive."""
+        decoder = SSEDecoder()
+        async with contextlib.aclosing(self._stream_body(url, body, headers)) as chunks:
+            async for chunk in chunks:
+                for event in decoder.feed(chunk):
+                    yield event
+        decoder.close()
 
-        Retries happen only inside ``_open``, before any event is yielded. The
+    async def _stream_lines(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> AsyncGenerator[Any, None]:
+        """POST ``body`` and yield the JSON value of each line of an NDJSON reply."""
+        decoder = NDJSONDecoder()
+        async with contextlib.aclosing(self._stream_body(url, body, headers)) as chunks:
+            async for chunk in chunks:
+                for value in self._decode_lines(decoder, chunk):
+                    yield value
+        for value in self._decode_lines(decoder, None):
+            yield value
+
+    def _decode_lines(self, decoder: NDJSONDecoder, chunk: bytes | None) -> list[Any]:
+        try:
+            return decoder.close() if chunk is None else decoder.feed(chunk)
+        except ProviderStreamError as exc:
+            # The decoder knows lines, not providers: say whose stream it was.
+            raise ProviderStreamError(self._redact(f"{self._provider_name}: {exc}")) from exc
+
+    async def _stream_body(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> AsyncGenerator[bytes, None]:
+        """POST ``body`` and yield the raw bytes of a streamed reply as they arrive.
+
+        Retries happen only inside ``_open``, before any byte is yielded. The
         response is closed in ``finally``, so closing this generator (or
         cancelling its consumer) drops the connection at once.
         """
@@ -175,14 +208,11 @@ class HTTPProvider(AsyncResource):
                 raw = await self._read_prefix(response)
                 detail = self._redact(error_message(raw) or raw[:200].decode("utf-8", "replace"))
                 raise ProviderStreamError(
-                    f"{self._provider_name}: expected an event stream, got {content_type}: {detail}"
+                    f"{self._provider_name}: expected a stream, got {content_type}: {detail}"
                 )
-            decoder = SSEDecoder()
             with self._mapped_errors():
                 async for chunk in response.aiter_bytes():
-                    for event in decoder.feed(chunk):
-                        yield event
-            decoder.close()
+                    yield chunk
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -216,8 +246,7 @@ class HTTPProvider(AsyncResource):
                 continue
             if response.is_success:
                 return response
-            error, retry_after = await self._status_error(response)
-            retryable = error.status_code in _RETRY_STATUSES or error.status_code >= 500
+            error, retry_after, retryable = await self._status_error(response)
             if (
                 not retryable
                 or attempt >= self.max_retries
@@ -259,8 +288,8 @@ class HTTPProvider(AsyncResource):
 
     async def _status_error(
         self, response: httpx.Response
-    ) -> tuple[ProviderStatusError, float | None]:
-        """Read (a bounded prefix of) an error reply; build the error, read ``Retry-After``."""
+    ) -> tuple[ProviderStatusError, float | None, bool]:
+        """Read (a bounded prefix of) an error reply: the error, its Retry-After, retryable?"""
         try:
             raw = await self._read_prefix(response)
         finally:

@@ -597,7 +597,10 @@ def uvicorn_command() -> Iterator[Callable[[dict[str, str]], tuple[str, subproce
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("OPENAI_", "ANTHROPIC_", "PROMPTKIT_", "REDIS_URL"))
+            if not k.startswith(
+                ("OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_API_KEY", "OLLAMA_", "PROMPTKIT_")
+            )
+            and k != "REDIS_URL"
         }
         env.update(PROMPTKIT_SCRIPTED_DELAY="0", **extra_env)
         port = free_port()

@@ -221,3 +221,38 @@ def sse(*events: dict[str, Any] | str, event: str | None = None) -> bytes:
 def anthropic_sse(*events: dict[str, Any]) -> bytes:
     """Messages API frames: ``event: <type>`` then the JSON payload."""
     return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+def typed_sse(*events: dict[str, Any]) -> bytes:
+    """Frames named after the payload's own ``type``: ``event: <type>`` then the JSON."""
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+CHUNKINGS: Final = ("whole", "events", "ragged", "bytes")
+"""How a recorded body is replayed: in one chunk, one chunk per event (as servers
+flush), at ragged offsets that fall inside events and characters, or a byte at a time."""
+
+_RAGGED: Final = (1, 7, 3, 64, 2, 301, 5, 13)
+
+
+def chunked(body: bytes, how: str, *, separator: bytes = b"\n\n") -> list[bytes]:
+    """``body`` cut into chunks the way ``how`` (one of :data:`CHUNKINGS`) says."""
+    if how == "whole":
+        return [body]
+    if how == "bytes":
+        return [body[i : i + 1] for i in range(len(body))]
+    if how == "events":
+        chunks, start = [], 0
+        while (end := body.find(separator, start)) != -1:
+            chunks.append(body[start : end + len(separator)])
+            start = end + len(separator)
+        return [*chunks, body[start:]] if start < len(body) else chunks
+    if how == "ragged":
+        chunks, start, i = [], 0, 0
+        while start < len(body):
+            size = _RAGGED[i % len(_RAGGED)]
+            chunks.append(body[start : start + size])
+            start += size
+            i += 1
+        return chunks
+    raise ValueError(how)

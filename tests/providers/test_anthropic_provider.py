@@ -258,6 +258,52 @@ async def test_environment(monkeypatch: pytest.MonkeyPatch, api: FakeAPI) -> Non
     assert api.served[0].headers["x-api-key"] == "env-key"
 
 
+async def test_the_request_for_a_two_turn_conversation_with_a_tool_call(api: FakeAPI) -> None:
+    api.queue(Script(items=HELLO))
+    history = [
+        Message.user("What's the weather in Paris?"),
+        Message.assistant(
+            "Let me check.", tool_calls=[ToolCall("toolu_1", "get_weather", '{"city": "Paris"}')]
+        ),
+        Message.tool('{"temp_c": 18}', tool_call_id="toolu_1"),
+        Message.assistant("18 °C."),
+        Message.user("And tomorrow?"),
+    ]
+    async with make(api) as provider:
+        await collect(provider, history, system="Be brief.")
+    # Request shape: https://docs.anthropic.com/en/api/messages (tool_use blocks in the
+    # assistant turn, tool_result blocks in the next user turn).
+    assert api.served[0].json() == {
+        "model": "claude-test",
+        "max_tokens": 1024,
+        "system": "Be brief.",
+        "stream": True,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What's the weather in Paris?"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Let me check."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"temp_c": 18}'}
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "18 °C."}]},
+            {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]},
+        ],
+    }
+
+
 # -- the sans-IO parts ----------------------------------------------------------
 
 

@@ -449,3 +449,43 @@ def test_history_conversion() -> None:
         {"role": "tool", "content": "42", "tool_call_id": "c1"},
         {"role": "assistant", "content": "done"},
     ]
+
+
+async def test_the_request_for_a_two_turn_conversation_with_a_tool_call(api: FakeAPI) -> None:
+    api.queue(Script(items=HELLO))
+    history = [
+        Message.user("What's the weather in Paris?"),
+        Message.assistant(
+            "Let me check.", tool_calls=[ToolCall("call_1", "get_weather", '{"city": "Paris"}')]
+        ),
+        Message.tool('{"temp_c": 18}', tool_call_id="call_1"),
+        Message.assistant("18 °C."),
+        Message.user("And tomorrow?"),
+    ]
+    async with make(api) as provider:
+        await collect(provider, history, system="Be brief.")
+    # Request shape: https://platform.openai.com/docs/api-reference/chat/create (messages,
+    # assistant tool_calls, tool messages with tool_call_id).
+    assert api.served[0].json() == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What's the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "Let me check.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": '{"temp_c": 18}', "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "18 °C."},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
