@@ -43,6 +43,29 @@ if TYPE_CHECKING:
     from .cluster import ClusterServers
 
 REQUIRE_REDIS = os.environ.get("PROMPTKIT_REQUIRE_REDIS") == "1"
+#: ``PROMPTKIT_LOOP=uvloop`` runs every test on uvloop instead of asyncio's loop.
+LOOP = os.environ.get("PROMPTKIT_LOOP", "asyncio")
+
+if LOOP == "uvloop":
+    import pytest_asyncio.plugin
+    import uvloop
+
+    if hasattr(pytest_asyncio.plugin, "PytestAsyncioSpecs"):  # pytest-asyncio >= 1.5
+
+        def pytest_asyncio_loop_factories(
+            config: pytest.Config, item: pytest.Item
+        ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+            return {"uvloop": uvloop.new_event_loop}
+
+    else:
+
+        @pytest.fixture(scope="session")
+        def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+            policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+            return policy
+
+elif LOOP != "asyncio":
+    raise RuntimeError(f"PROMPTKIT_LOOP must be asyncio or uvloop, not {LOOP!r}")
 
 
 def free_port() -> int:

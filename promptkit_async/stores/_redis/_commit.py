@@ -28,7 +28,7 @@ from ..._exceptions import (
 )
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
-from ._link import client_retries, reraise_pending_cancel
+from ._link import client_retries
 from ._scripts import COMMIT, RESOLVE
 
 if TYPE_CHECKING:
@@ -123,10 +123,8 @@ class Committer:
                     raise
                 last = exc
                 if failure is Failure.LOST:
-                    reraise_pending_cancel()
                     maybe_sent = True
                 elif failure is Failure.UNREACHABLE:
-                    reraise_pending_cancel()
                     if pool_exhausted(exc):
                         break  # no connection was had: nothing was sent
                     # A failed connect proves nothing ran, unless the client retried

@@ -1,7 +1,8 @@
 """Building a client from a URL, with the timeouts, pool and retries a store needs.
 
 ``RedisStore.from_url`` is a convenience over a client the user could build
-themselves; what it adds is explicit: socket and connect timeouts, a blocking
+themselves; what it adds is explicit: socket and connect timeouts kept by
+timers rather than by ``asyncio.wait_for`` (``_deadlines.py``), a blocking
 pool (a burst waits for a connection instead of failing), and retries made by
 the store rather than by redis-py, so that a commit knows which failed attempt
 cannot have reached Redis. Passwords never appear in its error messages.
@@ -14,8 +15,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+
+from ._deadlines import with_deadlines
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -74,19 +78,40 @@ def client_from_url(
         client: aioredis.Redis | RedisCluster
         if cluster:
             client = RedisCluster.from_url(url, max_connections=max_connections, **options)
+            _cluster_with_deadlines(client)
         else:
             # The store retries by itself (see _commit.py): it knows which failed
             # attempt cannot have reached Redis, which redis-py's retry hides.
             if own_retry:
                 options["retry"] = Retry(NoBackoff(), 0)
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=pool_timeout, **options
+            url_options = dict(parse_url(url))  # wins over keywords, as in redis-py
+            base: type[Any] = url_options.pop("connection_class", aioredis.Connection)  # type: ignore[assignment]
+            pool = aioredis.BlockingConnectionPool(
+                **{**options, **url_options},
+                connection_class=with_deadlines(base),
+                max_connections=max_connections,
+                timeout=pool_timeout,
             )
             client = aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         raise ValueError(f"bad Redis URL {redact(url)!r}: {redact(str(exc))}") from None
     store_retries = max(0, retries) if not cluster and own_retry else 0
     return client, store_retries
+
+
+def _cluster_with_deadlines(client: RedisCluster) -> None:
+    """Make a new Cluster client's nodes use deadline-keeping connections.
+
+    redis-py's Cluster client picks its connection class itself; every node
+    it creates (now, or when the topology changes) copies the client's
+    connection keywords, so changing the class there, and on the startup
+    nodes made already, reaches them all (a test checks every connection).
+    """
+    kwargs = client.get_connection_kwargs()
+    cls = with_deadlines(kwargs.get("connection_class") or aioredis.Connection)
+    kwargs["connection_class"] = cls
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = cls
 
 
 _SECRET_QUERY = re.compile(r"((?:password|pass|pwd|token)=)[^&#\s]*", re.IGNORECASE)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from ..._exceptions import SessionBusy
 from . import _keys
 from ._errors import classify, mapped_errors
-from ._link import reraise_pending_cancel
 from ._scripts import RELEASE, RENEW
 
 if TYPE_CHECKING:
@@ -73,7 +72,6 @@ class RedisLease:
             except Exception as exc:
                 if classify(exc) is None:
                     raise
-                reraise_pending_cancel()
                 logger.warning("lease on session %r not renewed: %s", self.session_id, exc)
                 continue
             if not held:

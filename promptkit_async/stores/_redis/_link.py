@@ -8,7 +8,6 @@ how a cancellation hidden in a timeout is recovered are decided once.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -19,22 +18,7 @@ from ._errors import Failure, classify, pool_exhausted
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-__all__ = ["Link", "client_retries", "connection_kwargs", "reraise_pending_cancel"]
-
-
-def reraise_pending_cancel() -> None:
-    """Re-raise a cancellation that a timeout turned into TimeoutError.
-
-    On Python 3.11 a cancellation arriving as redis-py's own timeout fires can
-    surface as TimeoutError (an OSError): caught as a connection failure, it
-    would be lost, and a retry loop would run on. The task still counts it.
-    """
-    if sys.version_info < (3, 11):
-        # Before 3.11 timeouts cancel without uncancel(): a count would mislead.
-        return
-    task = asyncio.current_task()
-    if task is not None and task.cancelling() > 0:
-        raise asyncio.CancelledError
+__all__ = ["Link", "client_retries", "connection_kwargs"]
 
 
 def connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
@@ -78,7 +62,6 @@ class Link:
                 failure = classify(exc)
                 if failure not in (Failure.LOST, Failure.UNREACHABLE):
                     raise
-                reraise_pending_cancel()
                 if attempt == self.retries or pool_exhausted(exc):
                     raise
             await asyncio.sleep(self.backoff.compute(attempt + 1))

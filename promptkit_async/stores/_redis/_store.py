@@ -10,6 +10,8 @@ through the table in ``_errors.py``.
 
 from __future__ import annotations
 
+import logging
+import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ from ._connect import (
     DEFAULT_SOCKET_TIMEOUT,
     client_from_url,
 )
+from ._deadlines import _Deadlines
 from ._errors import mapped_errors
 from ._index import SessionIndex
 from ._leases import Leases
@@ -43,6 +46,30 @@ if TYPE_CHECKING:
     from .._contract import Lease, Turn, TurnOutcome, TurnStatus
 
 __all__ = ["RedisStore"]
+
+logger = logging.getLogger("promptkit_async.stores.redis")
+
+
+def _warn_if_cancellations_can_be_lost(client: aioredis.Redis | RedisCluster) -> None:
+    """Say so once when a borrowed client will run its I/O under asyncio.wait_for."""
+    if sys.version_info >= (3, 12):
+        return
+    kwargs = connection_kwargs(client)
+    if not kwargs.get("socket_timeout"):
+        return
+    if isinstance(client, RedisCluster):
+        cls = kwargs.get("connection_class")
+    else:
+        cls = client.connection_pool.connection_class
+    if isinstance(cls, type) and issubclass(cls, _Deadlines):
+        return
+    logger.warning(
+        "this Redis client has socket_timeout=%s: on Python < 3.12 redis-py then runs every "
+        "write under asyncio.wait_for, which can swallow a cancellation (a turn you cancel "
+        "may run on and commit). Build the client with RedisStore.from_url, or with "
+        "socket_timeout=None",
+        kwargs.get("socket_timeout"),
+    )
 
 
 class RedisStore(BaseStore):
@@ -99,6 +126,7 @@ class RedisStore(BaseStore):
         if not 0.01 <= lease_ttl < 1e9:
             raise ValueError(f"lease_ttl must be at least 0.01 seconds, got {lease_ttl!r}")
         super().__init__(observers=observers)
+        _warn_if_cancellations_can_be_lost(client)
         self._link = link = Link(client, prefix)
         self._owns_client = False
         self._closed = False
