@@ -31,6 +31,7 @@ from ._exceptions import SessionBusy as SessionBusy
 from ._exceptions import SessionError as SessionError
 from ._exceptions import SessionStateError as SessionStateError
 from ._exceptions import StoreError as StoreError
+from ._exceptions import StoreProtocolError as StoreProtocolError
 from ._exceptions import StoreRejected as StoreRejected
 from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exports import publish as _publish
@@ -132,6 +133,7 @@ __all__ = [
     "StateMetrics",
     "Store",
     "StoreError",
+    "StoreProtocolError",
     "StoreRejected",
     "StoreUnavailable",
     "StreamEvent",

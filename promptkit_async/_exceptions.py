@@ -19,6 +19,7 @@ retrying)::
     │   ├── StoreUnavailable                 unreachable / timed out: NOT stored (.unsaved)
     │   ├── CommitOutcomeUnknown             reply lost, unsettled: MAYBE stored (.turn_id)
     │   ├── StoreRejected                    the store refused: NOT stored (.unsaved)
+    │   ├── StoreProtocolError               a reply of the wrong shape (nothing concluded)
     │   └── CorruptHistory                   a stored record cannot be decoded
     └── ProviderError
         ├── ProviderUnavailable              network failure, connect/read timeout
@@ -55,6 +56,7 @@ __all__ = [
     "SessionError",
     "SessionStateError",
     "StoreError",
+    "StoreProtocolError",
     "StoreRejected",
     "StoreUnavailable",
 ]
@@ -188,6 +190,20 @@ class StoreRejected(StoreError):
         super().__init__(message)
         self.session_id = session_id
         self.unsaved: tuple[Message, ...] = tuple(unsaved)
+
+
+class StoreProtocolError(StoreError):
+    """The store answered, but not with the reply its command promises.
+
+    A server or proxy that is not fully Redis-compatible, or a connection out
+    of step. Nothing is concluded from such a reply: a read fails with this
+    error, and a commit is settled by its turn id as if its reply were lost
+    (``CommitOutcomeUnknown`` if that fails too), never reported as saved.
+    """
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
 
 
 class CorruptHistory(StoreError):

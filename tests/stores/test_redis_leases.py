@@ -15,6 +15,7 @@ from promptkit_async import (
     Session,
     SessionBusy,
 )
+from promptkit_async.stores._redis._scripts import ACQUIRE
 
 from ..samples import a, u
 
@@ -88,8 +89,8 @@ async def test_a_cancelled_lease_request_gives_the_lease_back(
     sent = asyncio.Event()
 
     async def slow_set(*args: Any, **kwargs: Any) -> Any:
-        result = await real(*args, **kwargs)  # the SET runs on Redis...
-        if args[0] == "SET":
+        result = await real(*args, **kwargs)  # the lease's SET runs on Redis...
+        if args[:2] == ("EVALSHA", ACQUIRE.sha):
             sent.set()
             await asyncio.sleep(10)  # ...and its reply is "lost" to a cancellation
         return result

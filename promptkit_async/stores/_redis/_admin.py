@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import _keys
 from ._errors import mapped_errors
+from ._replies import BadReply, flag, integer
 from ._scripts import DELETE
 
 if TYPE_CHECKING:
@@ -38,19 +39,22 @@ class Admin:
         if self._index.key is not None:
             keys += (self._index.key,)
         with mapped_errors(session_id, f"deleting session {session_id!r}"):
-            removed = await DELETE(self._link.client, keys, (_keys.encode_id(session_id),))
-        return bool(removed)
+            removed = integer(
+                "the delete script",
+                await DELETE(self._link.client, keys, (_keys.encode_id(session_id),)),
+            )
+        return removed > 0
 
     async def ttl(self, session_id: str) -> float | None:
         k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
         with mapped_errors(session_id, "reading a TTL"):
-            ms = await self._link.client.execute_command("PTTL", k)
+            ms = integer("PTTL", await self._link.client.execute_command("PTTL", k))
         return None if ms < 0 else ms / 1000.0
 
     async def exists(self, session_id: str) -> bool:
         k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
         with mapped_errors(session_id, "checking a session"):
-            return bool(await self._link.client.execute_command("EXISTS", k))
+            return flag("EXISTS", await self._link.client.execute_command("EXISTS", k))
 
     async def sessions(self, prefix: str, page_size: int) -> AsyncIterator[str]:
         own = self._link.prefix
@@ -58,6 +62,8 @@ class Admin:
         pattern = _keys.glob_escape(head + _keys.encode_id(prefix)) + "*" + tail
         with mapped_errors(None, "listing sessions"):
             async for raw in self._link.client.scan_iter(match=pattern, count=page_size):
+                if type(raw) is not bytes and type(raw) is not str:
+                    raise BadReply("SCAN", raw)
                 session_id = _keys.parse_key(own, raw)
                 if session_id is not None and session_id.startswith(prefix):
                     yield session_id

@@ -29,7 +29,8 @@ from ..._exceptions import (
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
 from ._link import client_retries
-from ._scripts import COMMIT, RESOLVE
+from ._replies import commit_reply, status
+from ._scripts import COMMIT, RESOLVE, TURN_STATUS
 
 if TYPE_CHECKING:
     from ..._messages import Message
@@ -49,6 +50,8 @@ _ABORT_MARKER_TTL_MS: Final = 3_600_000
 
 # Script statuses.
 _APPLIED, _ALREADY_APPLIED, _ABORTED, _FENCED = 1, 0, -1, -2
+_SETTLED: Final = frozenset((1, -1))
+_KNOWN: Final = frozenset((1, -1, 0))
 
 
 class Committer:
@@ -89,21 +92,21 @@ class Committer:
             _keys.encode_id(session_id) if index is not None else "",
             *entries,
         )
-        status, previous = await self._send(turn, keys, args)
-        if status == _ABORTED:
+        outcome, previous = await self._send(turn, keys, args)
+        if outcome == _ABORTED:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
                 session_id=session_id,
                 unsaved=batch,
             )
-        if status == _FENCED:
+        if outcome == _FENCED:
             raise LockLost(
                 f"session {session_id!r} not saved: its distributed lease expired or was "
                 "taken over before the commit",
                 session_id=session_id,
                 unsaved=batch,
             )
-        if status == _APPLIED and self._cache.size:
+        if outcome == _APPLIED and self._cache.size:
             self._cache.advance(session_id, previous, turn.turn_id, batch, turn.max_messages)
 
     async def _send(
@@ -116,13 +119,14 @@ class Committer:
         last: BaseException | None = None
         for attempt in range(link.retries + 1):
             try:
-                reply = await COMMIT(link.client, keys, args)
+                reply = commit_reply(await COMMIT(link.client, keys, args))
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:
                     raise
                 last = exc
-                if failure is Failure.LOST:
+                if failure in (Failure.LOST, Failure.PROTOCOL):
+                    # Sent, and no reply that can be trusted: it may have run.
                     maybe_sent = True
                 elif failure is Failure.UNREACHABLE:
                     if pool_exhausted(exc):
@@ -135,11 +139,10 @@ class Committer:
                     break  # this attempt ran nothing, but an earlier one may have
                 else:
                     raise _not_saved(turn, failure, exc) from exc
+                if failure is Failure.PROTOCOL:
+                    break  # a server that answers out of shape is not retried
             else:
-                previous = reply[1]
-                if previous is not None:
-                    previous = previous.decode() if isinstance(previous, bytes) else str(previous)
-                return int(reply[0]), previous
+                return reply
             if attempt < link.retries:
                 await asyncio.sleep(link.backoff.compute(attempt + 1))
         assert last is not None
@@ -157,7 +160,8 @@ class Committer:
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
         keys = _keys.session_keys(self._link.prefix, turn.session_id)
         try:
-            return int(await RESOLVE(self._link.client, keys, (turn.turn_id, _ABORT_MARKER_TTL_MS)))
+            reply = await RESOLVE(self._link.client, keys, (turn.turn_id, _ABORT_MARKER_TTL_MS))
+            return status("the settling script", reply, _SETTLED)
         except Exception as exc:
             if classify(exc) is None:
                 raise
@@ -179,19 +183,17 @@ class Committer:
     async def settle(self, session_id: str, turn_id: str) -> TurnOutcome:
         keys = _keys.session_keys(self._link.prefix, session_id)
         with mapped_errors(session_id, f"settling a commit of session {session_id!r}"):
-            status = await RESOLVE(self._link.client, keys, (turn_id, _ABORT_MARKER_TTL_MS))
+            reply = await RESOLVE(self._link.client, keys, (turn_id, _ABORT_MARKER_TTL_MS))
+            settled = status("the settling script", reply, _SETTLED)
         self._cache.drop(session_id)
-        return "applied" if int(status) == 1 else "aborted"
+        return "applied" if settled == 1 else "aborted"
 
     async def status(self, session_id: str, turn_id: str) -> TurnStatus:
         k = _keys.key(self._link.prefix, session_id, _keys.TURNS)
-        client = self._link.client
         with mapped_errors(session_id, "checking a turn"):
-            applied = await client.execute_command("ZSCORE", k, turn_id)
-            if applied is not None:
-                return "applied"
-            aborted = await client.execute_command("ZSCORE", k, "!" + turn_id)
-        return "aborted" if aborted is not None else "unknown"
+            reply = await TURN_STATUS(self._link.client, (k,), (turn_id,))
+            known = status("the turn status script", reply, _KNOWN)
+        return "applied" if known == 1 else "aborted" if known == -1 else "unknown"
 
 
 def _not_saved(turn: Turn, failure: Failure, exc: BaseException) -> Exception:

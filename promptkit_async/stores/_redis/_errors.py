@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Final
 
 from redis import exceptions as rexc
 
-from ..._exceptions import CorruptHistory, StoreError, StoreRejected, StoreUnavailable
+from ..._exceptions import (
+    CorruptHistory,
+    StoreError,
+    StoreProtocolError,
+    StoreRejected,
+    StoreUnavailable,
+)
+from ._replies import BadReply
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -57,7 +64,7 @@ class Failure(enum.Enum):
     UNREACHABLE = "unreachable"
     #: The connection broke or timed out after sending: it may have run.
     LOST = "lost"
-    #: The reply could not be read: it may have run.
+    #: The reply could not be read, or had the wrong shape: it may have run.
     PROTOCOL = "protocol"
     #: The server cannot run commands now (loading, busy script, failover,
     #: Cluster resharding or down): nothing ran; try again later.
@@ -166,6 +173,22 @@ def _torn_down(exc: BaseException) -> bool:
     return asyncio_transport and any(in_redis in f for f in files)
 
 
+def _parsing_a_reply(exc: BaseException) -> bool:
+    """redis-py's own reply parsing failed on a reply of another shape than it expects.
+
+    Its response callbacks (``float(reply)`` for ZSCORE, ``cursor, keys = reply``
+    for SCAN) raise plain ValueError, TypeError or IndexError from inside redis-py.
+    """
+    if not isinstance(exc, (ValueError, TypeError, IndexError, KeyError)):
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and f"{os.sep}redis{os.sep}" in last
+
+
 def classify(exc: BaseException) -> Failure | None:
     """What ``exc`` says about the command, or None if it is not a Redis failure."""
     for cls in type(exc).__mro__:
@@ -177,6 +200,8 @@ def classify(exc: BaseException) -> Failure | None:
                 code = str(exc).split(" ", 1)[0]
                 return RESPONSE_CODES.get(code, Failure.REFUSED)
             return failure
+    if isinstance(exc, BadReply):
+        return Failure.PROTOCOL
     if isinstance(exc, UnicodeDecodeError):
         return Failure.UNDECODABLE
     if isinstance(exc, (OSError, asyncio.TimeoutError)):  # raw socket errors, wait_for timeouts
@@ -185,6 +210,8 @@ def classify(exc: BaseException) -> Failure | None:
         return Failure.LOST
     if _torn_down(exc):
         return Failure.LOST
+    if _parsing_a_reply(exc):
+        return Failure.PROTOCOL
     return None
 
 
@@ -197,8 +224,13 @@ def store_error(
         return StoreUnavailable(
             f"Redis connection broke while {action}: {name}", session_id=session_id
         )
-    if failure in (Failure.UNREACHABLE, Failure.LOST, Failure.PROTOCOL, Failure.BUSY):
+    if failure in (Failure.UNREACHABLE, Failure.LOST, Failure.BUSY):
         return StoreUnavailable(f"Redis unavailable while {action}: {name}", session_id=session_id)
+    if failure is Failure.PROTOCOL:
+        return StoreProtocolError(
+            f"Redis answered {action} with a reply of the wrong shape ({name})",
+            session_id=session_id,
+        )
     if failure is Failure.WRONG_TYPE and session_id is not None:
         return CorruptHistory(
             f"session {session_id!r}: the Redis key has the wrong type ({exc})",

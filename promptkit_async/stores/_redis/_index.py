@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from redis import exceptions as rexc
 
 from . import _keys
+from ._replies import BadReply, entries, figures, integer
 from ._scripts import INDEX_STATS
 
 if TYPE_CHECKING:
@@ -64,13 +65,12 @@ class SessionIndex:
         client = self._link.client
         if self._memory_usage:
             try:
-                reply = await INDEX_STATS(client, (self.key,), (sample, "memory", *parts))
-                return _four(reply)
+                return figures(await INDEX_STATS(client, (self.key,), (sample, "memory", *parts)))
             except rexc.ResponseError as exc:
                 if "MEMORY" not in str(exc).upper():
                     raise
                 self._memory_usage = False  # a server that lacks or forbids MEMORY
-        return _four(await INDEX_STATS(client, (self.key,), (sample, "sum", *parts)))
+        return figures(await INDEX_STATS(client, (self.key,), (sample, "sum", *parts)))
 
     async def _sizes(self, ids: list[str]) -> tuple[list[int], list[int]]:
         """LLEN and bytes used of each sampled session, in one pipelined round trip."""
@@ -96,15 +96,13 @@ class SessionIndex:
         lengths: list[int] = []
         sizes: list[int] = []
         step = 3 if self._memory_usage else 2
+        if len(replies) != step * len(ids):
+            raise BadReply("the size sample", replies)
         for i in range(0, len(replies), step):
-            lengths.append(int(replies[i]))
+            lengths.append(integer("LLEN", replies[i]))
             if self._memory_usage:
-                sizes.append(int(replies[i + 1] or 0) + int(replies[i + 2] or 0))
+                used = [integer("MEMORY USAGE", r or 0) for r in replies[i + 1 : i + 3]]
+                sizes.append(sum(used))
             else:
-                sizes.append(sum(len(r) for r in replies[i + 1]))
+                sizes.append(sum(len(r) for r in entries("LRANGE", replies[i + 1])))
         return lengths, sizes
-
-
-def _four(reply: object) -> tuple[int, int, int, int]:
-    a, b, c, d = (int(x) for x in reply)  # type: ignore[attr-defined]
-    return a, b, c, d

@@ -1,6 +1,8 @@
 """Distributed leases: one holder per session across processes, fencing its commit.
 
-A lease is a ``SET NX PX`` key holding a random token. The holder renews it
+A lease is a ``SET NX PX`` key holding a random token (a lease key found
+without a TTL is given one, so that nothing foreign or left over blocks a
+session forever). The holder renews it
 in the background while its turn runs and deletes it when done (only if the
 token is still its own). The commit script compares the token with the key's
 value, so a holder whose lease expired or was taken over cannot write,
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..._exceptions import SessionBusy
 from . import _keys
 from ._errors import classify, mapped_errors
-from ._scripts import RELEASE, RENEW
+from ._replies import flag
+from ._scripts import ACQUIRE, RELEASE, RENEW
 
 if TYPE_CHECKING:
     from ._link import Link
@@ -68,7 +71,10 @@ class RedisLease:
         while self._renewer is not None:
             await asyncio.sleep(self._ttl / 3)
             try:
-                held = await RENEW(self._link.client, (self.key,), (self.token, ttl_ms))
+                held = flag(
+                    "the lease renewal",
+                    await RENEW(self._link.client, (self.key,), (self.token, ttl_ms)),
+                )
             except Exception as exc:
                 if classify(exc) is None:
                     raise
@@ -114,8 +120,9 @@ class Leases:
         while True:
             try:
                 with mapped_errors(session_id, f"taking the lease of session {session_id!r}"):
-                    got = await self._link.client.execute_command(
-                        "SET", k, token, "NX", "PX", ttl_ms
+                    got = flag(
+                        "the lease request",
+                        await ACQUIRE(self._link.client, (k,), (token, ttl_ms)),
                     )
             except BaseException:
                 # The SET may have run with its reply lost (or the wait was cancelled

@@ -14,6 +14,7 @@ from ..._codec import decode_message
 from . import _keys
 from ._cache import CacheEntry
 from ._errors import mapped_errors
+from ._replies import BadReply, entries, load_if_changed_reply
 from ._scripts import LOAD_IF_CHANGED
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class Loader:
             return await self._load_cached(session_id, limit)
         k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
         with mapped_errors(session_id, f"loading session {session_id!r}"):
-            raw = await self._link.read("LRANGE", k, -limit if limit else 0, -1)
+            raw = entries("LRANGE", await self._link.read("LRANGE", k, -limit if limit else 0, -1))
         return decode_window(session_id, raw, limit)
 
     async def _load_cached(self, session_id: str, limit: int | None) -> list[Message]:
@@ -49,11 +50,14 @@ class Loader:
         known = entry.version if entry is not None else ""
         with mapped_errors(session_id, f"loading session {session_id!r}"):
             reply = await LOAD_IF_CHANGED(self._link.client, keys, (known, -limit if limit else 0))
-        version = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        if len(reply) == 1 and entry is not None:
+            version, raw = load_if_changed_reply(reply)
+            if raw is None and entry is None:  # "current" for a window we do not have
+                raise BadReply("the cached load", reply)
+        if raw is None:
+            assert entry is not None
             return cache.hit(session_id, entry, limit)
         cache.misses += 1
-        messages = decode_window(session_id, list(reply[1]), limit)
+        messages = decode_window(session_id, raw, limit)
         # An absent session is cached too (version ''): the script never calls ''
         # current, but our own next commit can extend it.
         complete = limit is None or len(messages) < limit

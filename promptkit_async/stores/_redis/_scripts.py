@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "ACQUIRE",
     "COMMIT",
     "DELETE",
     "INDEX_STATS",
@@ -27,6 +28,7 @@ __all__ = [
     "RENEW",
     "RESOLVE",
     "Script",
+    "TURN_STATUS",
 ]
 
 # Versions: every applied turn (and every abort marker) is a member of the
@@ -121,6 +123,22 @@ if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[1]) end
 return n
 """
 
+# KEYS: lease. ARGV: token, ttl ms. 1: taken. 0: held by another. A lease key
+# with no TTL (left by a crashed tool, or foreign) would block every session
+# forever: it is given the lease TTL, so it expires like any other lease.
+_ACQUIRE = b"""
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: turns. ARGV: turn id. 1 applied, -1 aborted, 0 unknown here.
+_TURN_STATUS = b"""
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZSCORE', KEYS[1], '!' .. ARGV[1]) then return -1 end
+return 0
+"""
+
 # KEYS: lease. ARGV: token, ttl ms. 1 if the caller still holds the lease.
 _RENEW = b"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -185,3 +203,5 @@ DELETE = Script(_DELETE)
 RENEW = Script(_RENEW)
 RELEASE = Script(_RELEASE)
 INDEX_STATS = Script(_INDEX_STATS)
+ACQUIRE = Script(_ACQUIRE)
+TURN_STATUS = Script(_TURN_STATUS)

@@ -38,6 +38,7 @@ from ._index import SessionIndex
 from ._leases import Leases
 from ._link import Link, connection_kwargs
 from ._load import Loader
+from ._replies import BadReply
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -243,7 +244,8 @@ class RedisStore(BaseStore):
             StoreUnavailable: it does not.
         """
         with mapped_errors(None, "pinging"):
-            await self._link.client.execute_command("PING")
+            if await self._link.client.execute_command("PING") is not True:
+                raise BadReply("PING", "not PONG")
 
     # -- load and commit -------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""Every reply checked against the shape its command promises.
+
+A reply of another shape (a proxy or server that is not fully compatible, a
+connection out of step) raises :class:`BadReply`, which the error table reads
+as ``Failure.PROTOCOL``: a read then fails with ``StoreProtocolError``, and a
+commit is settled by turn id as if its reply were lost. Nothing is ever
+concluded from a reply that does not fit, least of all "saved".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadReply",
+    "commit_reply",
+    "entries",
+    "figures",
+    "flag",
+    "integer",
+    "load_if_changed_reply",
+    "status",
+    "text",
+]
+
+
+class BadReply(Exception):
+    """A reply that does not have the shape its command promises (see the module)."""
+
+    def __init__(self, command: str, reply: object) -> None:
+        shown = repr(reply)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"unexpected reply to {command}: {shown}")
+        self.command = command
+
+
+def text(command: str, value: object) -> str:
+    """A bulk string (bytes from a binary client, str from a text one)."""
+    if type(value) is bytes:
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise BadReply(command, value) from None
+    if type(value) is str:
+        return value
+    raise BadReply(command, value)
+
+
+def integer(command: str, value: object) -> int:
+    if type(value) is int:
+        return value
+    raise BadReply(command, value)
+
+
+def status(command: str, value: object, allowed: frozenset[int]) -> int:
+    """An integer that must be one of ``allowed``."""
+    if type(value) is int and value in allowed:
+        return value
+    raise BadReply(command, value)
+
+
+def flag(command: str, value: object) -> bool:
+    """A 0/1 integer reply."""
+    return bool(status(command, value, _FLAGS))
+
+
+_FLAGS = frozenset((0, 1))
+
+
+def entries(command: str, value: object) -> list[Any]:
+    """A list of bulk strings (stored records)."""
+    if type(value) is list and all(type(v) is bytes or type(v) is str for v in value):
+        return value
+    raise BadReply(command, value)
+
+
+_COMMIT_STATUSES = frozenset((1, 0, -1, -2))
+
+
+def commit_reply(value: object) -> tuple[int, str]:
+    """The commit script's ``{status, previous version}``."""
+    if type(value) is list and len(value) == 2:
+        return status("the commit", value[0], _COMMIT_STATUSES), text("the commit", value[1])
+    raise BadReply("the commit", value)
+
+
+def load_if_changed_reply(value: object) -> tuple[str, list[Any] | None]:
+    """``{version}`` (the cached window is current) or ``{version, entries}``."""
+    if type(value) is list and len(value) in (1, 2):
+        version = text("the cached load", value[0])
+        if len(value) == 1:
+            return version, None
+        return version, entries("the cached load", value[1])
+    raise BadReply("the cached load", value)
+
+
+def figures(value: object) -> tuple[int, int, int, int]:
+    """The index script's ``{live sessions, sampled, messages, bytes}``."""
+    if type(value) is list and len(value) == 4 and all(type(v) is int for v in value):
+        return value[0], value[1], value[2], value[3]
+    raise BadReply("the metrics script", value)
