@@ -21,12 +21,15 @@ __all__ = ["CacheEntry", "NearCache"]
 
 
 class CacheEntry:
-    """A session window, valid while ``version`` is the session's current one."""
+    """A session window, valid while ``version`` and ``length`` are the session's."""
 
-    __slots__ = ("complete", "messages", "version")
+    __slots__ = ("complete", "length", "messages", "version")
 
-    def __init__(self, version: str, messages: tuple[Message, ...], complete: bool) -> None:
+    def __init__(
+        self, version: str, length: int, messages: tuple[Message, ...], complete: bool
+    ) -> None:
         self.version = version
+        self.length = length  # of the whole stored history when this was read
         self.messages = messages
         self.complete = complete  # the whole stored history, not just its newest part
 
@@ -78,21 +81,30 @@ class NearCache:
     def advance(
         self,
         session_id: str,
-        previous: str | None,
+        previous: str,
+        before: int,
         turn_id: str,
         batch: Sequence[Message],
         max_messages: int | None,
     ) -> None:
-        """After our own commit, extend the cached window if nobody wrote in between."""
+        """After our own commit, extend the cached window if nobody wrote in between.
+
+        ``previous`` and ``before`` are the version and history length the
+        commit script found: both must be the entry's. A history evicted (or
+        written around the script) since it was read fails the length check.
+        """
         entry = self._entries.get(session_id)
-        if entry is None or previous is None or entry.version != previous:
+        if entry is None or entry.version != previous or entry.length != before:
             self._entries.pop(session_id, None)
             return
         combined = entry.messages + tuple(batch)
+        length = before + len(batch)
         complete = entry.complete
         if max_messages is not None and len(combined) >= max_messages:
             combined = combined[-max_messages:]
             complete = True  # storage was capped to exactly this
         elif not complete:
             combined = combined[-len(entry.messages) :] if entry.messages else combined
-        self.remember(session_id, CacheEntry(turn_id, combined, complete))
+        if max_messages is not None:
+            length = min(length, max_messages)
+        self.remember(session_id, CacheEntry(turn_id, length, combined, complete))

@@ -50,7 +50,10 @@ _ABORT_MARKER_TTL_MS: Final = 3_600_000
 
 # Script statuses.
 _APPLIED, _ALREADY_APPLIED, _ABORTED, _FENCED = 1, 0, -1, -2
-_SETTLED: Final = frozenset((1, -1))
+_CANNOT_TELL = -3
+_SETTLED: Final = frozenset((1, -1, 0))
+#: Where the re-send flag sits in the commit script's arguments.
+_RESEND: Final = 6
 _KNOWN: Final = frozenset((1, -1, 0))
 
 
@@ -83,22 +86,25 @@ class Committer:
         if index is not None:
             keys += (index,)
         ttl = turn.ttl
-        args = (
+        args = [
             turn.turn_id,
             turn.max_messages or 0,
             0 if ttl is None else max(1, int(ttl * 1000)),
             TURN_MEMORY,
             turn.fence or "",
             _keys.encode_id(session_id) if index is not None else "",
+            "0",  # set to "1" for the store's own re-sends (see _send)
             *entries,
-        )
-        outcome, previous = await self._send(turn, keys, args)
+        ]
+        outcome, previous, before = await self._send(turn, keys, args)
         if outcome == _ABORTED:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
                 session_id=session_id,
                 unsaved=batch,
             )
+        if outcome == _CANNOT_TELL:
+            raise _cannot_tell(turn, "the turn ids it keeps are gone (evicted?)")
         if outcome == _FENCED:
             raise LockLost(
                 f"session {session_id!r} not saved: its distributed lease expired or was "
@@ -107,11 +113,13 @@ class Committer:
                 unsaved=batch,
             )
         if outcome == _APPLIED and self._cache.size:
-            self._cache.advance(session_id, previous, turn.turn_id, batch, turn.max_messages)
+            self._cache.advance(
+                session_id, previous, before, turn.turn_id, batch, turn.max_messages
+            )
 
     async def _send(
-        self, turn: Turn, keys: tuple[bytes, ...], args: tuple[Any, ...]
-    ) -> tuple[int, str | None]:
+        self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
+    ) -> tuple[int, str, int]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
         connection failed; decide the outcome when no attempt got a reply."""
         link = self._link
@@ -145,6 +153,8 @@ class Committer:
                 return reply
             if attempt < link.retries:
                 await asyncio.sleep(link.backoff.compute(attempt + 1))
+            if maybe_sent:
+                args[_RESEND] = "1"  # the next copy may follow one that ran
         assert last is not None
         if not maybe_sent:
             raise StoreUnavailable(
@@ -153,15 +163,17 @@ class Committer:
                 unsaved=turn.messages,
             ) from last
         # Settled by id: the version before it is unknown, so the near cache must
-        # not extend its window (None drops the entry).
-        return await self._resolve(turn, last), None
+        # not extend its window (no entry has version "" and length -1).
+        return await self._resolve(turn, last), "", -1
 
     async def _resolve(self, turn: Turn, cause: BaseException) -> int:
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
         keys = _keys.session_keys(self._link.prefix, turn.session_id)
         try:
-            reply = await RESOLVE(self._link.client, keys, (turn.turn_id, _ABORT_MARKER_TTL_MS))
-            return status("the settling script", reply, _SETTLED)
+            reply = await RESOLVE(
+                self._link.client, keys, (turn.turn_id, _ABORT_MARKER_TTL_MS, TURN_MEMORY)
+            )
+            settled = status("the settling script", reply, _SETTLED)
         except Exception as exc:
             if classify(exc) is None:
                 raise
@@ -179,13 +191,25 @@ class Committer:
                 turn_id=turn.turn_id,
                 unsaved=turn.messages,
             ) from cause
+        if settled == 0:
+            raise _cannot_tell(turn, "the turn ids it keeps are gone (evicted?)") from cause
+        return settled
 
     async def settle(self, session_id: str, turn_id: str) -> TurnOutcome:
         keys = _keys.session_keys(self._link.prefix, session_id)
         with mapped_errors(session_id, f"settling a commit of session {session_id!r}"):
-            reply = await RESOLVE(self._link.client, keys, (turn_id, _ABORT_MARKER_TTL_MS))
+            reply = await RESOLVE(
+                self._link.client, keys, (turn_id, _ABORT_MARKER_TTL_MS, TURN_MEMORY)
+            )
             settled = status("the settling script", reply, _SETTLED)
         self._cache.drop(session_id)
+        if settled == 0:
+            raise CommitOutcomeUnknown(
+                f"session {session_id!r}: turn {turn_id} cannot be settled: the turn ids "
+                "Redis keeps for it are gone (evicted?) while its history is not",
+                session_id=session_id,
+                turn_id=turn_id,
+            )
         return "applied" if settled == 1 else "aborted"
 
     async def status(self, session_id: str, turn_id: str) -> TurnStatus:
@@ -194,6 +218,17 @@ class Committer:
             reply = await TURN_STATUS(self._link.client, (k,), (turn_id,))
             known = status("the turn status script", reply, _KNOWN)
         return "applied" if known == 1 else "aborted" if known == -1 else "unknown"
+
+
+def _cannot_tell(turn: Turn, why: str) -> CommitOutcomeUnknown:
+    """A commit that may have applied, when Redis can no longer say whether it did."""
+    return CommitOutcomeUnknown(
+        f"session {turn.session_id!r}: the commit of turn {turn.turn_id} may have been "
+        f"applied and cannot be checked: {why}; it is stored once or not at all",
+        session_id=turn.session_id,
+        turn_id=turn.turn_id,
+        unsaved=turn.messages,
+    )
 
 
 def _not_saved(turn: Turn, failure: Failure, exc: BaseException) -> Exception:

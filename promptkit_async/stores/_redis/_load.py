@@ -47,10 +47,11 @@ class Loader:
         cache = self._cache
         entry = cache.usable(session_id, limit)
         keys = _keys.session_keys(self._link.prefix, session_id)
-        known = entry.version if entry is not None else ""
+        known, length = (entry.version, entry.length) if entry is not None else ("", -1)
+        start = -limit if limit else 0
         with mapped_errors(session_id, f"loading session {session_id!r}"):
-            reply = await LOAD_IF_CHANGED(self._link.client, keys, (known, -limit if limit else 0))
-            version, raw = load_if_changed_reply(reply)
+            reply = await LOAD_IF_CHANGED(self._link.client, keys, (known, start, length))
+            version, stored, raw = load_if_changed_reply(reply)
             if raw is None and entry is None:  # "current" for a window we do not have
                 raise BadReply("the cached load", reply)
         if raw is None:
@@ -61,7 +62,7 @@ class Loader:
         # An absent session is cached too (version ''): the script never calls ''
         # current, but our own next commit can extend it.
         complete = limit is None or len(messages) < limit
-        cache.remember(session_id, CacheEntry(version, tuple(messages), complete))
+        cache.remember(session_id, CacheEntry(version, stored, tuple(messages), complete))
         return messages
 
 

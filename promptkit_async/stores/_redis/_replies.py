@@ -75,23 +75,28 @@ def entries(command: str, value: object) -> list[Any]:
     raise BadReply(command, value)
 
 
-_COMMIT_STATUSES = frozenset((1, 0, -1, -2))
+_COMMIT_STATUSES = frozenset((1, 0, -1, -2, -3))
 
 
-def commit_reply(value: object) -> tuple[int, str]:
-    """The commit script's ``{status, previous version}``."""
-    if type(value) is list and len(value) == 2:
-        return status("the commit", value[0], _COMMIT_STATUSES), text("the commit", value[1])
+def commit_reply(value: object) -> tuple[int, str, int]:
+    """The commit script's ``{status, previous version, history length before}``."""
+    if type(value) is list and len(value) == 3:
+        return (
+            status("the commit", value[0], _COMMIT_STATUSES),
+            text("the commit", value[1]),
+            integer("the commit", value[2]),
+        )
     raise BadReply("the commit", value)
 
 
-def load_if_changed_reply(value: object) -> tuple[str, list[Any] | None]:
-    """``{version}`` (the cached window is current) or ``{version, entries}``."""
-    if type(value) is list and len(value) in (1, 2):
+def load_if_changed_reply(value: object) -> tuple[str, int, list[Any] | None]:
+    """``{version, length}`` (the cached window is current) or ``{version, length, entries}``."""
+    if type(value) is list and len(value) in (2, 3):
         version = text("the cached load", value[0])
-        if len(value) == 1:
-            return version, None
-        return version, entries("the cached load", value[1])
+        length = integer("the cached load", value[1])
+        if len(value) == 2:
+            return version, length, None
+        return version, length, entries("the cached load", value[2])
     raise BadReply("the cached load", value)
 
 

@@ -31,24 +31,57 @@ __all__ = [
     "TURN_STATUS",
 ]
 
-# Versions: every applied turn (and every abort marker) is a member of the
-# session's turns sorted set with a strictly increasing score, so the member
-# with the highest score is the session's current version: a random turn id,
-# never reused, which a near cache can compare without reading the history.
+# Versions. Every applied turn and every abort marker is a member of the
+# session's turns set, scored by a version number counted by the set's own
+# member '#v' (ZINCRBY). The member holding the current version is the
+# session's version: a random turn id, never reused, that a near cache can
+# compare without reading the history. Counting in '#v' rather than from the
+# highest score means a member written by anyone else, whatever its score,
+# can neither stop the count nor push recent turn ids out of the last ones
+# kept. A turns key of 0.1.0 (no '#v') starts counting from its highest score.
+_VERSIONS = b"""
+local function version(turns)
+  local v = redis.call('ZSCORE', turns, '#v')
+  if not v then
+    local last = redis.call('ZRANGE', turns, -1, -1)
+    return last[1] or ''
+  end
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', turns, v, v, 'LIMIT', 0, 2)) do
+    if m ~= '#v' then return m end
+  end
+  return ''
+end
+local function record(turns, member, memory)
+  if not redis.call('ZSCORE', turns, '#v') then
+    local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', turns, tonumber(last[2]) or 0, '#v')
+  end
+  local v = tonumber(redis.call('ZINCRBY', turns, 1, '#v'))
+  redis.call('ZADD', turns, v, member)
+  redis.call('ZREMRANGEBYSCORE', turns, '-inf', '(' .. (v - memory + 1))
+end
+"""
 
 # KEYS: history, turns[, lease if fenced][, index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
-#       fence token ('' = none), index member ('' = none), entries...
+#       fence token ('' = none), index member ('' = none), re-send ('1': an
+#       earlier copy of this commit may have run), entries...
 # Entries are pushed 500 at a time: Lua's unpack() has a stack limit.
-# Returns {status, previous version}: 1 applied now, 0 already applied,
-# -1 aborted earlier (never applies), -2 the fencing lease is not held.
-_COMMIT = b"""
+# Returns {status, previous version, history length before}: 1 applied now,
+# 0 already applied, -1 aborted earlier (never applies), -2 the fencing lease
+# is not held, -3 not applied because it cannot tell: a re-sent commit finds
+# a history whose turn ids are gone (evicted), so its first copy may have run.
+_COMMIT = (
+    _VERSIONS
+    + b"""
 local turns = KEYS[2]
-local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
-local prev = last[1] or ''
-if redis.call('ZSCORE', turns, ARGV[1]) then return {0, prev} end
-if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, prev} end
-if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, prev} end
+local before = redis.call('LLEN', KEYS[1])
+if redis.call('ZSCORE', turns, ARGV[1]) then return {0, '', before} end
+if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, '', before} end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, '', before} end
+local known = redis.call('EXISTS', turns) == 1
+if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before} end
+local prev = known and version(turns) or ''
 local index = ARGV[6] ~= '' and KEYS[#KEYS] or nil
 if index then
   -- The index is written last: a wrong type found there would leave the turn
@@ -59,13 +92,12 @@ if index then
   end
 end
 local n = #ARGV
-for i = 7, n, 500 do
+for i = 8, n, 500 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 499, n)))
 end
 local cap = tonumber(ARGV[2])
 if cap > 0 then redis.call('LTRIM', KEYS[1], -cap, -1) end
-redis.call('ZADD', turns, (tonumber(last[2]) or 0) + 1, ARGV[1])
-redis.call('ZREMRANGEBYRANK', turns, 0, -1 - tonumber(ARGV[4]))
+record(turns, ARGV[1], tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -90,31 +122,41 @@ if index then
     redis.call('PERSIST', index)
   end
 end
-return {1, prev}
+return {1, prev, before}
 """
+)
 
-# KEYS: history, turns. ARGV: turn id, ttl in ms for a new turns key.
+# KEYS: history, turns. ARGV: turn id, ttl in ms for a new turns key, turn memory.
 # Settles a commit whose reply was lost: 1 it was applied; -1 it was not, and
-# the abort marker guarantees a copy still in flight can never apply later.
-_RESOLVE = b"""
+# the abort marker guarantees a copy still in flight can never apply later;
+# 0 it cannot tell: the history is there but its turn ids are gone (evicted).
+_RESOLVE = (
+    _VERSIONS
+    + b"""
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 1 end
 if redis.call('ZSCORE', KEYS[2], '!' .. ARGV[1]) then return -1 end
-local existed = redis.call('EXISTS', KEYS[2])
-local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-redis.call('ZADD', KEYS[2], (tonumber(last[2]) or 0) + 1, '!' .. ARGV[1])
-if existed == 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+local known = redis.call('EXISTS', KEYS[2]) == 1
+if not known and redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+record(KEYS[2], '!' .. ARGV[1], tonumber(ARGV[3]))
+if not known then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return -1
 """
+)
 
-# KEYS: history, turns. ARGV: known version ('' = none), LRANGE start.
-# {version} when the caller's copy is current, else {version, entries}.
-_LOAD_IF_CHANGED = b"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'', {}} end
-local last = redis.call('ZRANGE', KEYS[2], -1, -1)
-local v = last[1] or ''
-if v ~= '' and v == ARGV[1] then return {v} end
-return {v, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
+# KEYS: history, turns. ARGV: known version ('' = none), LRANGE start, known
+# history length. {version, length} when the caller's copy is current (same
+# version and same length: a write that went around the commit script, such
+# as a foreign RPUSH, changes the length), else {version, length, entries}.
+_LOAD_IF_CHANGED = (
+    _VERSIONS
+    + b"""
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then return {'', 0, {}} end
+local v = version(KEYS[2])
+if v ~= '' and v == ARGV[1] and n == tonumber(ARGV[3]) then return {v, n} end
+return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
 """
+)
 
 # KEYS: history, turns[, index]. ARGV: index member.
 _DELETE = b"""
