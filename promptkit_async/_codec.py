@@ -19,15 +19,17 @@ import json
 import zlib
 from typing import TYPE_CHECKING, Any, cast
 
-from ._exceptions import CorruptHistory, InvalidMessage
+from ._exceptions import CorruptHistory, InvalidMessage, MessageTooLarge
 from ._messages import Message, ToolCall
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["FORMAT_VERSION", "decode_message", "encode_message"]
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "FORMAT_VERSION", "decode_message", "encode_message"]
 
 FORMAT_VERSION = 1
+#: The largest record a store writes or inflates when reading (bytes).
+DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _COMPRESSED_MARK = b"\x00z"
 
 
@@ -70,14 +72,31 @@ def _record(message: Message) -> dict[str, Any]:
     return rec
 
 
-def encode_message(message: Message, *, compress_above: int | None = None) -> bytes:
-    """Encode one message as stored bytes (compressed when above the threshold)."""
+def encode_message(
+    message: Message,
+    *,
+    compress_above: int | None = None,
+    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> bytes:
+    """Encode one message as stored bytes (compressed when above the threshold).
+
+    Raises:
+        MessageTooLarge: the record would exceed ``max_bytes`` (before compression,
+            so that it can always be read back under the same limit).
+    """
     try:
         data = _dumps(_record(message)).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidMessage(
             "message text contains a lone surrogate, which cannot be stored as UTF-8"
         ) from exc
+    if len(data) > max_bytes:
+        raise MessageTooLarge(
+            f"a {message.role} message's record is {len(data)} bytes, over the store's "
+            f"max_record_bytes={max_bytes}",
+            size=len(data),
+            limit=max_bytes,
+        )
     if compress_above is not None and len(data) > compress_above:
         packed = _COMPRESSED_MARK + zlib.compress(data, 6)
         if len(packed) < len(data):
@@ -85,11 +104,34 @@ def encode_message(message: Message, *, compress_above: int | None = None) -> by
     return data
 
 
-def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> Message:
-    """Decode stored bytes, raising :class:`CorruptHistory` naming where it failed."""
+def _inflate(data: bytes, limit: int) -> bytes:
+    """Decompress a record, refusing to grow past ``limit`` bytes (a zlib bomb
+    of a few hundred KB would otherwise inflate to gigabytes)."""
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"the record inflates beyond {limit} bytes")
+    if not inflater.eof:
+        if inflater.decompress(b"", 1):
+            raise ValueError(f"the record inflates beyond {limit} bytes")
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
+def decode_message(
+    raw: bytes | str,
+    *,
+    session_id: str,
+    index: int | None,
+    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Message:
+    """Decode stored bytes, raising :class:`CorruptHistory` naming where it failed.
+
+    A compressed record is inflated to at most ``max_bytes``.
+    """
     try:
         if isinstance(raw, bytes) and raw[:2] == _COMPRESSED_MARK:
-            raw = zlib.decompress(raw[2:])
+            raw = _inflate(raw[2:], max_bytes)
         rec = _loads(raw)
     # JSONDecodeError and UnicodeDecodeError are ValueErrors; RecursionError: nested too deep.
     except (ValueError, zlib.error, RecursionError) as exc:
@@ -107,12 +149,9 @@ def decode_message(raw: bytes | str, *, session_id: str, index: int | None) -> M
             index=index,
         )
     try:
-        message = _from_record(cast("dict[str, Any]", rec))
-        if not message.content.isascii():
-            # A JSON escape can smuggle in a lone surrogate, which loads but
-            # could never be saved again: refuse it here, where it is found.
-            message.content.encode("utf-8")
-        return message
+        # A JSON escape can smuggle in a lone surrogate, which the Message
+        # refuses in every text field: it is refused here, where it is found.
+        return _from_record(cast("dict[str, Any]", rec))
     except (InvalidMessage, LookupError, TypeError, ValueError) as exc:
         version = rec.get("v")
         newer = (

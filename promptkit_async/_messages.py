@@ -15,7 +15,7 @@ from typing import Any
 from ._exceptions import InvalidMessage
 from ._types import ROLES, JSONValue, Role
 
-__all__ = ["Message", "ToolCall"]
+__all__ = ["Message", "ToolCall", "check_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +32,10 @@ class ToolCall:
 
     def __post_init__(self) -> None:
         for attr in ("id", "name", "arguments"):
-            if not isinstance(getattr(self, attr), str):
-                raise InvalidMessage(
-                    f"ToolCall.{attr} must be str, got {type(getattr(self, attr)).__name__}"
-                )
+            value = getattr(self, attr)
+            if not isinstance(value, str):
+                raise InvalidMessage(f"ToolCall.{attr} must be str, got {type(value).__name__}")
+            check_text(value, f"ToolCall.{attr}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
@@ -53,10 +53,29 @@ class ToolCall:
             raise InvalidMessage(f"a tool call needs id and name, got {dict(data)!r}") from None
 
 
+def check_text(value: str, what: str) -> None:
+    """Refuse text that cannot be stored or sent: a lone surrogate is not UTF-8.
+
+    Every text field is checked (not only the content): a surrogate in a
+    name or in tool-call arguments would load and then fail the provider
+    request with an untyped UnicodeEncodeError.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidMessage(
+                f"{what} contains a lone surrogate, which cannot be stored as UTF-8"
+            ) from None
+
+
 def _check_json(value: object, path: str, depth: int = 0) -> None:
     if depth > 64:
         raise InvalidMessage(f"metadata nested too deeply at {path}")
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        check_text(value, f"metadata value at {path}")
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -70,6 +89,7 @@ def _check_json(value: object, path: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidMessage(f"metadata key at {path} must be str, got {key!r}")
+            check_text(key, f"metadata key at {path}")
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     raise InvalidMessage(
@@ -107,14 +127,7 @@ class Message:
             raise InvalidMessage(
                 f"{self.role} message content must be str, got {type(self.content).__name__}"
             )
-        if not self.content.isascii():
-            try:
-                self.content.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidMessage(
-                    f"{self.role} message content contains a lone surrogate, "
-                    "which cannot be stored as UTF-8"
-                ) from None
+        check_text(self.content, f"{self.role} message content")
         if type(self.tool_calls) is not tuple:
             object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
         if self.tool_calls:
@@ -131,10 +144,13 @@ class Message:
         if self.role == "tool":
             if not isinstance(self.tool_call_id, str) or not self.tool_call_id:
                 raise InvalidMessage("a tool message needs tool_call_id (a non-empty str)")
+            check_text(self.tool_call_id, "tool_call_id")
         elif self.tool_call_id is not None:
             raise InvalidMessage(f"only tool messages carry tool_call_id, not {self.role}")
-        if self.name is not None and not isinstance(self.name, str):
-            raise InvalidMessage(f"name must be str or None, got {type(self.name).__name__}")
+        if self.name is not None:
+            if not isinstance(self.name, str):
+                raise InvalidMessage(f"name must be str or None, got {type(self.name).__name__}")
+            check_text(self.name, "name")
         if self.metadata:
             if not isinstance(self.metadata, Mapping):
                 raise InvalidMessage(

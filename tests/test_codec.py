@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import tracemalloc
+import zlib
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptkit_async import CorruptHistory, InvalidMessage, Message, ToolCall
+from promptkit_async import CorruptHistory, InvalidMessage, Message, MessageTooLarge, ToolCall
 from promptkit_async._codec import FORMAT_VERSION, decode_message, encode_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def roundtrip(m: Message, **kw: Any) -> Message:
@@ -114,3 +119,60 @@ def test_the_fast_decoder_agrees_with_json_loads(raw: bytes) -> None:
             _loads(raw)
         return
     assert repr(_loads(raw)) == repr(expected)  # repr: NaN equals itself
+
+
+def test_a_decompression_bomb_is_corrupt_history_without_inflating_it() -> None:
+    # 256 MiB of text compresses to a quarter of a megabyte; it must never be inflated.
+    bomb = b"\x00z" + zlib.compress(b'{"v":1,"r":"user","c":"' + b"a" * (256 << 20) + b'"}', 9)
+    assert len(bomb) < 300_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptHistory, match="inflates beyond"):
+            decode_message(bomb, session_id="s", index=0, max_bytes=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peaked at {peak} bytes"
+    # Within the limit it reads back, and a truncated stream is still corrupt.
+    small = encode_message(Message.user("x" * 5000), compress_above=100)
+    assert decode_message(small, session_id="s", index=0, max_bytes=1 << 20).content == "x" * 5000
+    with pytest.raises(CorruptHistory):
+        decode_message(small[:-5], session_id="s", index=0)
+
+
+def test_a_record_over_the_limit_is_refused_when_written() -> None:
+    with pytest.raises(MessageTooLarge) as info:
+        encode_message(Message.user("x" * 2000), max_bytes=1000)
+    assert info.value.limit == 1000
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"v":1,"r":"user","c":"hi","n":"\\ud800"}',
+        b'{"v":1,"r":"tool","c":"42","ti":"\\udc00"}',
+        b'{"v":1,"r":"assistant","c":"","tc":[["call_1","f","{\\"a\\":\\"\\ud800\\"}"]]}',
+        b'{"v":1,"r":"assistant","c":"","tc":[["\\ud800","f","{}"]]}',
+        b'{"v":1,"r":"user","c":"hi","m":{"k":"\\ud800"}}',
+        b'{"v":1,"r":"user","c":"hi","m":{"\\ud800":1}}',
+    ],
+    ids=["name", "tool_call_id", "arguments", "call id", "metadata value", "metadata key"],
+)
+def test_a_lone_surrogate_in_any_stored_text_field_is_corrupt_history(record: bytes) -> None:
+    with pytest.raises(CorruptHistory, match="lone surrogate"):
+        decode_message(record, session_id="s", index=0)
+
+
+def test_a_lone_surrogate_in_any_text_field_is_refused_when_built() -> None:
+    bad = "\ud800"
+    builds: list[Callable[[], Message]] = [
+        lambda: Message.user("hi", name=bad),
+        lambda: Message.tool("42", tool_call_id=bad),
+        lambda: Message.assistant("", tool_calls=[ToolCall("c", "f", bad)]),
+        lambda: Message.assistant("", tool_calls=[ToolCall(bad, "f", "{}")]),
+        lambda: Message.user("hi", k=bad),
+        lambda: Message.user("hi", meta={bad: 1}),
+    ]
+    for build in builds:
+        with pytest.raises(InvalidMessage, match="lone surrogate"):
+            build()

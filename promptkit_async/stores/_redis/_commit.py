@@ -60,21 +60,27 @@ _KNOWN: Final = frozenset((1, -1, 0))
 class Committer:
     """Commits turns and settles them; extends the near cache after our own commits."""
 
-    __slots__ = ("_cache", "_index", "_link", "compress_above")
+    __slots__ = ("_cache", "_index", "_link", "_max_bytes", "compress_above")
 
     def __init__(
-        self, link: Link, cache: NearCache, index: SessionIndex, compress_above: int | None
+        self,
+        link: Link,
+        cache: NearCache,
+        index: SessionIndex,
+        compress_above: int | None,
+        max_record_bytes: int,
     ) -> None:
         self._link = link
         self._cache = cache
         self._index = index
         self.compress_above = compress_above
+        self._max_bytes = max_record_bytes
 
     async def commit(self, turn: Turn) -> None:
         session_id = turn.session_id
         batch = turn.messages
-        compress = self.compress_above
-        entries = [encode_message(m, compress_above=compress) for m in batch]
+        compress, limit = self.compress_above, self._max_bytes
+        entries = [encode_message(m, compress_above=compress, max_bytes=limit) for m in batch]
         prefix = self._link.prefix
         keys: tuple[bytes, ...] = _keys.session_keys(prefix, session_id)
         if turn.fence:

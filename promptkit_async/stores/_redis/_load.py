@@ -28,11 +28,12 @@ __all__ = ["Loader"]
 class Loader:
     """Reads session windows through ``link``, and through ``cache`` when it is on."""
 
-    __slots__ = ("_cache", "_link")
+    __slots__ = ("_cache", "_link", "_max_bytes")
 
-    def __init__(self, link: Link, cache: NearCache) -> None:
+    def __init__(self, link: Link, cache: NearCache, max_record_bytes: int) -> None:
         self._link = link
         self._cache = cache
+        self._max_bytes = max_record_bytes
 
     async def load(self, session_id: str, limit: int | None) -> list[Message]:
         """The newest ``limit`` (> 0) messages, or all (None); ids already checked."""
@@ -41,7 +42,7 @@ class Loader:
         k = _keys.key(self._link.prefix, session_id, _keys.HISTORY)
         with mapped_errors(session_id, f"loading session {session_id!r}"):
             raw = entries("LRANGE", await self._link.read("LRANGE", k, -limit if limit else 0, -1))
-        return decode_window(session_id, raw, limit)
+        return decode_window(session_id, raw, limit, self._max_bytes)
 
     async def _load_cached(self, session_id: str, limit: int | None) -> list[Message]:
         cache = self._cache
@@ -58,7 +59,7 @@ class Loader:
             assert entry is not None
             return cache.hit(session_id, entry, limit)
         cache.misses += 1
-        messages = decode_window(session_id, raw, limit)
+        messages = decode_window(session_id, raw, limit, self._max_bytes)
         # An absent session is cached too (version ''): the script never calls ''
         # current, but our own next commit can extend it.
         complete = limit is None or len(messages) < limit
@@ -66,10 +67,17 @@ class Loader:
         return messages
 
 
-def decode_window(session_id: str, raw: list[bytes], limit: int | None) -> list[Message]:
+def decode_window(
+    session_id: str, raw: list[bytes], limit: int | None, max_bytes: int
+) -> list[Message]:
     windowed = limit is not None and len(raw) == limit
     return [
         # A windowed load cannot know absolute positions: count from the end.
-        decode_message(item, session_id=session_id, index=i - len(raw) if windowed else i)
+        decode_message(
+            item,
+            session_id=session_id,
+            index=i - len(raw) if windowed else i,
+            max_bytes=max_bytes,
+        )
         for i, item in enumerate(raw)
     ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from ..._codec import DEFAULT_MAX_RECORD_BYTES
 from ..._config import check_limit, check_session_id
 from ..._metrics import StateMetrics
 from .._shared import BaseStore
@@ -92,6 +93,8 @@ class RedisStore(BaseStore):
             trip, no history transfer), so it is never stale.
         track_sessions: keep a sorted-set index of live sessions (standalone
             only) so that :meth:`metrics` costs O(log n) instead of a SCAN.
+        max_record_bytes: the largest record written, and the most a stored
+            compressed record may inflate to when read (default 16 MiB).
         observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
 
     Commits are idempotent by turn id, so the client's own retries cannot
@@ -108,6 +111,7 @@ class RedisStore(BaseStore):
         lease_ttl: float = 30.0,
         near_cache: int = 0,
         track_sessions: bool = True,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         observers: Sequence[object] = (),
     ) -> None:
         if not isinstance(client, (aioredis.Redis, RedisCluster)):
@@ -124,6 +128,7 @@ class RedisStore(BaseStore):
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
         check_limit("compress_above", compress_above, minimum=0)
         check_limit("near_cache", near_cache, minimum=0)
+        check_limit("max_record_bytes", max_record_bytes)
         if not 0.01 <= lease_ttl < 1e9:
             raise ValueError(f"lease_ttl must be at least 0.01 seconds, got {lease_ttl!r}")
         super().__init__(observers=observers)
@@ -134,8 +139,10 @@ class RedisStore(BaseStore):
         self._distributed_lock = bool(distributed_lock)
         self._cache = NearCache(near_cache)
         self._index = SessionIndex(link, enabled=track_sessions)
-        self._loader = Loader(link, self._cache)
-        self._committer = Committer(link, self._cache, self._index, compress_above)
+        self._loader = Loader(link, self._cache, max_record_bytes)
+        self._committer = Committer(
+            link, self._cache, self._index, compress_above, max_record_bytes
+        )
         self._leases = Leases(link, float(lease_ttl))
         self._admin = Admin(link, self._index, self._cache)
 
