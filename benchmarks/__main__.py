@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from . import codec, correctness, scaling, streaming, turns
+from . import codec, correctness, decoders, scaling, streaming, turns
 from ._common import Context, Params, delete_prefix, new_prefix
 from ._contestants import PEERS
 from ._harness import Progress
@@ -27,6 +27,7 @@ AREAS = {
     "streaming": streaming,
     "correctness": correctness,
     "codec": codec,
+    "decoders": decoders,
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

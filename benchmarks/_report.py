@@ -317,6 +317,26 @@ def table(results: dict[str, Any]) -> str:
         )
     elif cache:
         parts.append(f"\nNear cache: {cache['skipped']}")
+    decoders = results.get("decoders")
+    if decoders:
+        parts.append(
+            "\nStream decoders on one long line (time for 4x the input / time for 1x: "
+            "4.0 is linear)"
+        )
+        rows = [
+            [
+                c["decoder"],
+                _fmt(c["line_bytes"]),
+                _fmt(c["chunk_bytes"]),
+                _fmt(c["seconds"], 3),
+                _fmt(c["mib_per_s"], 1),
+                _fmt(c["ratio_4x_input"], 2),
+            ]
+            for c in decoders["cases"]
+        ]
+        parts.append(
+            _rows(["decoder", "line bytes", "chunk bytes", "s", "MiB/s", "x for 4x input"], rows)
+        )
     return "\n".join(parts)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ProviderStreamError
+from ._exceptions import MessageTooLarge, ProviderStreamError
 from ._messages import Message
 from ._resources import AsyncResource
 from ._trim import trim
@@ -31,7 +31,10 @@ async def run_reply(
     """Yield the reply's text pieces, then the assembled assistant message."""
     settings = session.settings
     history = await session.load()
-    session._check_turn_size((user,))  # size checks before anything is sent
+    staged = session._check_turn_size((user,))  # size checks before anything is sent
+    # The reply is held to the same limits while it streams, not only once it
+    # is whole: a reply past them is abandoned (its response closed) at once.
+    budget = min(settings.max_message_bytes, settings.max_turn_bytes - staged)
     pending = list(session.pending)
     window = trim(
         [*history, *pending, user],
@@ -42,11 +45,22 @@ async def run_reply(
     if not window or window[-1] is not user:  # a token budget smaller than the question
         window = _minimal_window([*history, *pending], user)
     reply: Message | None = None
+    received = 0
     events = provider.stream_reply(window, system=settings.system)
     try:
         async for event in events:
             if type(event) is TextDelta:
-                yield event.text
+                text = event.text
+                received += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+                if received > budget:
+                    raise MessageTooLarge(
+                        f"the reply passed {budget} bytes (max_message_bytes="
+                        f"{settings.max_message_bytes}, max_turn_bytes={settings.max_turn_bytes}) "
+                        "and was abandoned",
+                        size=received,
+                        limit=budget,
+                    )
+                yield text
             elif type(event) is ReplyDone:
                 reply = event.message
     except GeneratorExit:

@@ -14,6 +14,8 @@ import contextlib
 import enum
 import logging
 import random
+import time
+import zlib
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -26,6 +28,7 @@ from .._exceptions import (
     ProviderUnavailable,
 )
 from .._resources import AsyncResource
+from ._body import ACCEPT_ENCODING, BodyDecoder, BodyTooLarge, UnsupportedEncoding
 from ._errors import error_message, mapped_httpx_errors, status_error
 from ._ndjson import NDJSONDecoder
 from ._sse import ServerSentEvent, SSEDecoder
@@ -36,9 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_RETRY_WAIT",
     "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_REPLY_TIMEOUT",
     "HTTPProvider",
 ]
 
@@ -50,6 +55,11 @@ DEFAULT_READ_TIMEOUT: Final = 120.0
 DEFAULT_MAX_RETRIES: Final = 2
 DEFAULT_MAX_RETRY_WAIT: Final = 60.0
 """A ``Retry-After`` longer than this is not waited out: the error is raised at once."""
+DEFAULT_REPLY_TIMEOUT: Final = 600.0
+"""Longest a whole reply may take, from the request to its last byte."""
+DEFAULT_MAX_BODY_BYTES: Final = 64 << 20
+"""Largest reply body read (decompressed): a streamed reply carries framing around
+its text, so this is many times the largest message a session stores."""
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_MAX: Final = 8.0
 _MAX_ERROR_BODY: Final = 64 * 1024
@@ -100,9 +110,17 @@ class HTTPProvider(AsyncResource):
         max_retries: int,
         max_retry_wait: float,
         retry_backoff: float,
+        reply_timeout: float | None = DEFAULT_REPLY_TIMEOUT,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if reply_timeout is not None and not reply_timeout > 0:
+            raise ValueError(f"reply_timeout must be > 0 seconds or None, got {reply_timeout!r}")
+        if not (isinstance(max_body_bytes, int) and max_body_bytes > 0):
+            raise ValueError(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+        self.reply_timeout = reply_timeout
+        self.max_body_bytes = max_body_bytes
         self._api_key = _Secret(api_key) if api_key else None
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
@@ -200,6 +218,7 @@ class HTTPProvider(AsyncResource):
         cancelling its consumer) drops the connection at once.
         """
         self._check_open()
+        started = time.monotonic()
         response = await self._open(url, body, headers)
         try:
             content_type = response.headers.get("content-type", "")
@@ -210,12 +229,43 @@ class HTTPProvider(AsyncResource):
                 raise ProviderStreamError(
                     f"{self._provider_name}: expected a stream, got {content_type}: {detail}"
                 )
+            decoder = self._body_decoder(response, self.max_body_bytes)
+            deadline = None if self.reply_timeout is None else started + self.reply_timeout
             with self._mapped_errors():
-                async for chunk in response.aiter_bytes():
-                    yield chunk
+                async for raw in response.aiter_raw():
+                    for piece in self._decoded(decoder, raw):
+                        yield piece
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ProviderStreamError(
+                            f"{self._provider_name}: the reply took longer than "
+                            f"reply_timeout={self.reply_timeout:g}s and was abandoned"
+                        )
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+    def _body_decoder(self, response: httpx.Response, max_bytes: int) -> BodyDecoder:
+        encoding = response.headers.get("content-encoding", "")
+        try:
+            return BodyDecoder(encoding, max_bytes)
+        except UnsupportedEncoding:
+            raise ProviderStreamError(
+                f"{self._provider_name}: the reply is {encoding}-encoded; only gzip and "
+                "deflate are accepted (and asked for)"
+            ) from None
+
+    def _decoded(self, decoder: BodyDecoder, raw: bytes) -> list[bytes]:
+        try:
+            return decoder.feed(raw)
+        except BodyTooLarge:
+            raise ProviderStreamError(
+                f"{self._provider_name}: the reply passed max_body_bytes={decoder.max_bytes} "
+                "and was abandoned"
+            ) from None
+        except zlib.error as exc:
+            raise ProviderStreamError(
+                f"{self._provider_name}: undecodable compressed reply: {exc}"
+            ) from exc
 
     async def _open(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
@@ -228,7 +278,7 @@ class HTTPProvider(AsyncResource):
                         "POST",
                         url,
                         json=body,
-                        headers=headers,
+                        headers={"Accept-Encoding": ACCEPT_ENCODING, **headers},
                         timeout=(
                             httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout
                         ),
@@ -277,13 +327,17 @@ class HTTPProvider(AsyncResource):
         """Up to 64 KiB of a (non-stream) body; a failed read returns what arrived."""
         raw = bytearray()
         try:
+            # Decoded pieces are at most 64 KiB each: reading stops at the first
+            # past the prefix, so no error body, compressed or not, is read whole.
+            decoder = self._body_decoder(response, self.max_body_bytes)
             with self._mapped_errors():
-                async for chunk in response.aiter_bytes():
-                    raw += chunk
+                async for chunk in response.aiter_raw():
+                    for piece in decoder.feed(chunk):
+                        raw += piece
                     if len(raw) >= _MAX_ERROR_BODY:
                         break
-        except ProviderError:
-            pass  # the status alone is still worth reporting
+        except (ProviderError, BodyTooLarge, zlib.error):
+            pass  # what arrived, or the status alone, is still worth reporting
         return bytes(raw[:_MAX_ERROR_BODY])
 
     async def _status_error(

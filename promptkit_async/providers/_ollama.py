@@ -14,7 +14,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ProviderStreamError
 from ._base import ReplyDone, StreamEvent, TextDelta
-from ._http import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, HTTPProvider
+from ._http import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_REPLY_TIMEOUT,
+    HTTPProvider,
+)
 from ._ollama_wire import OllamaLineParser, to_ollama_messages
 
 if TYPE_CHECKING:
@@ -86,6 +92,11 @@ class OllamaProvider(HTTPProvider):
             raised at once as :class:`RateLimited` instead of waited out.
         retry_backoff: The first backoff in seconds, doubled per retry, with
             full jitter (capped at 8 s).
+        reply_timeout: Longest a whole reply may take, in seconds, from the
+            request to its last byte (default 600; None: no limit). A reply
+            still streaming then is abandoned with ProviderStreamError.
+        max_body_bytes: Largest reply body read, decompressed (default 64 MiB);
+            past it the reply is abandoned with ProviderStreamError.
 
     Raises:
         ValueError: ``base_url`` (or ``OLLAMA_HOST``) has a port that is not a number.
@@ -107,6 +118,8 @@ class OllamaProvider(HTTPProvider):
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         retry_backoff: float = 0.5,
+        reply_timeout: float | None = DEFAULT_REPLY_TIMEOUT,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         # The environment is read here and nowhere else.
         if base_url is None:
@@ -120,6 +133,8 @@ class OllamaProvider(HTTPProvider):
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
             retry_backoff=retry_backoff,
+            reply_timeout=reply_timeout,
+            max_body_bytes=max_body_bytes,
         )
         self.model = model
         self.params: dict[str, Any] = dict(params or {})

@@ -62,7 +62,7 @@ class SSEDecoder:
     def __init__(self) -> None:
         # utf-8-sig drops exactly one leading BOM, even one split across chunks.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
-        self._buffer = ""
+        self._buffer: list[str] = []  # the pieces of a line not yet ended
         self._pending_cr = False
         self._data: list[str] = []
         self._event = ""
@@ -75,7 +75,11 @@ class SSEDecoder:
         return self._last_id
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        """Decode one chunk of the stream and return the events it completed."""
+        """Decode one chunk of the stream and return the events it completed.
+
+        Linear in the input however it is split: a line arriving in many
+        pieces is kept as a list of them and joined once, when it ends.
+        """
         text = self._decoder.decode(chunk)
         if not text:
             return []
@@ -90,12 +94,16 @@ class SSEDecoder:
             self._pending_cr = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if "\n" not in text:
-            self._buffer += text
+            self._buffer.append(text)
             return []
         lines = text.split("\n")
         if self._buffer:
-            lines[0] = self._buffer + lines[0]
-        self._buffer = lines.pop()
+            self._buffer.append(lines[0])
+            lines[0] = "".join(self._buffer)
+            self._buffer.clear()
+        last = lines.pop()
+        if last:
+            self._buffer.append(last)
         events: list[ServerSentEvent] = []
         for line in lines:
             if line:
@@ -109,7 +117,7 @@ class SSEDecoder:
     def close(self) -> None:
         """End of stream: drop any incomplete event, as the spec requires."""
         self._decoder.decode(b"", final=True)
-        self._buffer = ""
+        self._buffer.clear()
         self._pending_cr = False
         self._data.clear()
         self._event = ""

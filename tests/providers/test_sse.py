@@ -145,3 +145,13 @@ def test_any_chunking_gives_the_same_events(
     payload = "".join(line + eol for line, eol in lines).encode()
     chunks = data.draw(_chunkings(payload))
     assert decode(*chunks) == decode(payload)
+
+
+def test_a_long_line_in_many_pieces_is_one_event() -> None:
+    # Kept as a list of pieces and joined once: linear however it is split.
+    payload = b"data: " + b"x" * 300_000 + b"\r\n\r\n"
+    decoder = SSEDecoder()
+    events = []
+    for i in range(0, len(payload), 7):
+        events += decoder.feed(payload[i : i + 7])
+    assert [e.data for e in events] == ["x" * 300_000]
