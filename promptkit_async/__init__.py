@@ -34,6 +34,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreProtocolError as StoreProtocolError
 from ._exceptions import StoreRejected as StoreRejected
 from ._exceptions import StoreUnavailable as StoreUnavailable
+from ._exceptions import UnsupportedServer as UnsupportedServer
 from ._exports import publish as _publish
 from ._locks import LockRegistry as LockRegistry
 from ._messages import Message as Message
@@ -147,6 +148,7 @@ __all__ = [
     "Turn",
     "TurnOutcome",
     "TurnStatus",
+    "UnsupportedServer",
     "estimate_tokens",
     "provider_from_env",
     "store_from_env",

@@ -20,6 +20,7 @@ retrying)::
     │   ├── CommitOutcomeUnknown             reply lost, unsettled: MAYBE stored (.turn_id)
     │   ├── StoreRejected                    the store refused: NOT stored (.unsaved)
     │   ├── StoreProtocolError               a reply of the wrong shape (nothing concluded)
+    │   ├── UnsupportedServer                the server is older than the store needs
     │   └── CorruptHistory                   a stored record cannot be decoded
     └── ProviderError
         ├── ProviderUnavailable              network failure, connect/read timeout
@@ -59,6 +60,7 @@ __all__ = [
     "StoreProtocolError",
     "StoreRejected",
     "StoreUnavailable",
+    "UnsupportedServer",
 ]
 
 
@@ -204,6 +206,19 @@ class StoreProtocolError(StoreError):
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         super().__init__(message)
         self.session_id = session_id
+
+
+class UnsupportedServer(StoreError):
+    """The server is older than the store needs; nothing was sent but the version check.
+
+    ``version`` is what the server reports, ``required`` the oldest the store
+    supports.
+    """
+
+    def __init__(self, message: str, *, version: str, required: str) -> None:
+        super().__init__(message)
+        self.version = version
+        self.required = required
 
 
 class CorruptHistory(StoreError):

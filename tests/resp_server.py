@@ -29,6 +29,7 @@ class RespServer:
         self.replies.update(replies or {})
         self.seen: list[list[bytes]] = []
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
     @property
@@ -48,12 +49,17 @@ class RespServer:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        if hasattr(self._server, "close_clients"):  # 3.13+: do not wait for clients
-            self._server.close_clients()
+        for handler in self._handlers:  # clients still connected: hang up on them
+            handler.cancel()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=2)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             while True:
                 command = await _read_command(reader)
@@ -63,9 +69,10 @@ class RespServer:
                 reply = self.replies.get(command[0].decode().upper(), b"-ERR unknown command\r\n")
                 writer.write(reply(command) if callable(reply) else reply)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
+            self._handlers.discard(task)
             writer.close()
 
 

@@ -7,6 +7,10 @@ cancellations (before and during commits), delayed and stalled replies, lost
 commit replies, blackholes, cut connections, ``CLIENT KILL`` of the stores'
 connections, and one ``kill -9`` + restart of Redis mid-run.
 
+Every cancellation that lands while a turn runs must be honoured (the turn
+ends cancelled; one landing in the commit is settled first): the landed and
+ignored counts are reported.
+
 Every turn has a known id and content, and is classified as it ends:
 confirmed (the block exited cleanly), failed (StoreUnavailable other than
 CommitOutcomeUnknown, or cancelled before its commit started) or unknown
@@ -77,6 +81,10 @@ class Model:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.unexpected: list[str] = []
         self.foreign_on_load: list[str] = []
+        # Cancellations delivered while a turn was running, and those it ignored
+        # (the turn ran on and ended as if never cancelled).
+        self.cancels_landed = 0
+        self.cancels_ignored = 0
 
 
 def turn_of(content: str) -> tuple[str, str]:
@@ -111,10 +119,16 @@ async def worker(
         phase: list[str] = []
         model.attempted += 1
         task = asyncio.create_task(one_turn(store, sid, tid, phase, lazy=rng.random() < 0.3))
+        landed = False
         if rng.random() < CANCEL_RATE:
             await asyncio.wait({task}, timeout=rng.uniform(0, 0.03))
+            landed = not task.done()
             task.cancel()
         await asyncio.wait({task})
+        if landed:
+            model.cancels_landed += 1
+            if not task.cancelled():
+                model.cancels_ignored += 1
         if task.cancelled():
             if phase and phase[-1] == "commit":
                 model.unknown.add(tid)
@@ -199,6 +213,7 @@ async def chaos(
     proxy.heal()
 
 
+@pytest.mark.timeout(SECONDS + 600)
 async def test_soak(spawn_server: Callable[..., RedisServer], prefix: str) -> None:
     seed = int(os.environ.get("PROMPTKIT_SOAK_SEED", str(time.time_ns() % 1_000_000)))
     rng = random.Random(seed)
@@ -301,6 +316,8 @@ async def test_soak(spawn_server: Callable[..., RedisServer], prefix: str) -> No
         "misordered_sessions": misordered,
         "keys_without_ttl": no_ttl[:10],
         "lock_registries": registries,
+        "cancellations_landed": model.cancels_landed,
+        "cancellations_ignored": model.cancels_ignored,
         "outcomes": dict(model.outcomes),
         "faults": dict(faults),
         "unexpected_errors": model.unexpected[:10],
@@ -310,9 +327,11 @@ async def test_soak(spawn_server: Callable[..., RedisServer], prefix: str) -> No
         f"\nSOAK {report['seconds']}s seed={seed}: attempted={model.attempted} "
         f"committed={committed} unknown={len(model.unknown)} "
         f"(stored {unknown_present}) failed={len(model.failed)} lost={lost} "
-        f"duplicated={duplicated} faults={dict(faults)} -> {REPORT.name}"
+        f"duplicated={duplicated} cancellations landed={model.cancels_landed} "
+        f"ignored={model.cancels_ignored} faults={dict(faults)} -> {REPORT.name}"
     )
     assert model.unexpected == []
+    assert model.cancels_landed > 0 and model.cancels_ignored == 0, report
     assert (lost, duplicated, failed_present, phantom, misplaced, misordered) == (0,) * 6, report
     assert registries == [0] * len(stores)
     assert no_ttl == [], no_ttl

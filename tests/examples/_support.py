@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -28,8 +29,15 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", 0))
         port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        # The loop the suite runs on, named: left to "auto", an older uvicorn
+        # installs uvloop's policy for the whole process when uvloop is there.
         config = uvicorn.Config(
-            app, lifespan="on", ws="none", log_level="warning", timeout_graceful_shutdown=5
+            app,
+            lifespan="on",
+            ws="none",
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            loop=os.environ.get("PROMPTKIT_LOOP", "asyncio"),
         )
         self.server: uvicorn.Server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -13,9 +13,12 @@ from promptkit_async import (
     RedisStore,
     Session,
     StoreUnavailable,
+    UnsupportedServer,
 )
+from promptkit_async.stores._redis._link import server_version
 
 from ..conftest import free_port
+from ..resp_server import RespServer
 from ..samples import u
 
 
@@ -164,3 +167,36 @@ async def test_lazy_append_is_one_round_trip(
         await store.delete("lazy")
         await client.delete(f"{prefix}:index")
         await client.aclose()
+
+
+def _info(version: str) -> bytes:
+    body = f"# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n".encode()
+    return b"$%d\r\n%s\r\n" % (len(body), body)
+
+
+async def test_a_server_older_than_supported_is_refused_at_first_use_by_name() -> None:
+    async with RespServer({"INFO": _info("5.0.7")}) as old:
+        async with RedisStore.from_url(old.url, client_options={"protocol": 2}) as store:
+            with pytest.raises(UnsupportedServer, match=r"Redis 5\.0\.7 .* needs Redis 6\.2") as e:
+                await store.append("s", [u("x")])
+            assert (e.value.version, e.value.required) == ("5.0.7", "6.2")
+            with pytest.raises(UnsupportedServer):
+                await store.load("s")
+        # Nothing but the version check was sent: no script ran on the old server.
+        assert {c[0].upper() for c in old.seen} <= {b"INFO", b"CLIENT", b"SELECT"}
+
+
+async def test_a_server_that_hides_its_version_is_trusted() -> None:
+    replies = {"INFO": b"-NOPERM this user has no permissions to run the 'info' command\r\n"}
+    async with RespServer({**replies, "LRANGE": b"*0\r\n"}) as locked_down:
+        async with RedisStore.from_url(locked_down.url, client_options={"protocol": 2}) as store:
+            assert await store.load("s") == []
+            assert await store.load("s") == []
+        assert [c[0] for c in locked_down.seen].count(b"INFO") == 1
+
+
+def test_server_versions_are_read_from_one_node_or_the_oldest_of_a_cluster() -> None:
+    assert server_version({"redis_version": "7.0.15"}) == ((7, 0, 15), "7.0.15")
+    cluster = {"n1:7000": {"redis_version": "7.2.4"}, "n2:7001": {"redis_version": "6.2.14"}}
+    assert server_version(cluster) == ((6, 2, 14), "6.2.14")
+    assert server_version({"something": "else"}) is None

@@ -8,17 +8,26 @@ how a cancellation hidden in a timeout is recovered are decided once.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import logging
+import re
+from typing import TYPE_CHECKING, Any, Final
 
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 
+from ..._exceptions import UnsupportedServer
 from ._errors import Failure, classify, pool_exhausted
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-__all__ = ["Link", "client_retries", "connection_kwargs"]
+__all__ = ["MINIMUM_SERVER", "Link", "client_retries", "connection_kwargs", "server_version"]
+
+logger = logging.getLogger("promptkit_async.stores.redis")
+
+#: The oldest Redis the store runs on (ZRANDMEMBER, used by metrics(), is 6.2).
+#: Valkey reports a redis_version for compatibility (7.2.4 for Valkey 8).
+MINIMUM_SERVER: Final = (6, 2)
 
 
 def connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
@@ -44,7 +53,7 @@ class Link:
     Redis (see ``_commit.py``).
     """
 
-    __slots__ = ("backoff", "client", "cluster", "prefix", "retries")
+    __slots__ = ("backoff", "checked", "client", "cluster", "prefix", "retries")
 
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self.client = client
@@ -52,6 +61,40 @@ class Link:
         self.cluster = isinstance(client, RedisCluster)
         self.retries = 0
         self.backoff = ExponentialBackoff(cap=0.5, base=0.05)
+        self.checked = False
+
+    async def check_server(self) -> None:
+        """Refuse, once and clearly, a server older than the store needs.
+
+        Called before a store's first command (one INFO round trip per store).
+        A server that does not let us read its version (INFO forbidden by an
+        ACL or renamed by a managed service) is trusted, not refused.
+
+        Raises:
+            UnsupportedServer: the server reports an older version.
+        """
+        try:
+            info = await self.client.execute_command("INFO", "server")
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is None:
+                raise
+            if failure in (Failure.REFUSED, Failure.USAGE, Failure.PROTOCOL):
+                logger.debug("server version unknown (INFO refused: %s); not checked", exc)
+                self.checked = True
+            # Unreachable or busy: the operation itself will say so, with what it
+            # must carry (the unsaved messages of a commit); check next time.
+            return
+        found = server_version(info)
+        if found is not None and found[0] < MINIMUM_SERVER:
+            needed = ".".join(map(str, MINIMUM_SERVER))
+            raise UnsupportedServer(
+                f"Redis {found[1]} is older than promptkit_async supports: it needs Redis "
+                f"{needed} or newer (or Valkey 7.2+)",
+                version=found[1],
+                required=needed,
+            )
+        self.checked = True
 
     async def read(self, *args: Any) -> Any:
         """A read-only command, retried by the store when the connection failed."""
@@ -66,3 +109,19 @@ class Link:
                     raise
             await asyncio.sleep(self.backoff.compute(attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def server_version(info: object) -> tuple[tuple[int, ...], str] | None:
+    """``((major, minor, ...), text)`` from a parsed ``INFO server`` (one node's, or
+    a Cluster's dict of them: the oldest), or None if it says no version."""
+    found: list[tuple[tuple[int, ...], str]] = []
+    nodes = (
+        list(info.values()) if isinstance(info, dict) and "redis_version" not in info else [info]
+    )
+    for node in nodes:
+        if isinstance(node, dict):
+            text = str(node.get("redis_version", ""))
+            numbers = re.findall(r"\d+", text)
+            if numbers:
+                found.append((tuple(int(n) for n in numbers[:3]), text))
+    return min(found) if found else None

@@ -264,6 +264,8 @@ class RedisStore(BaseStore):
             return []
         started = perf_counter()
         try:
+            if not self._link.checked:
+                await self._link.check_server()
             messages = await self._loader.load(session_id, limit)
         except Exception as exc:
             self._instruments.failed("load", session_id, exc)
@@ -285,6 +287,8 @@ class RedisStore(BaseStore):
         """
         started = perf_counter()
         try:
+            if not self._link.checked:
+                await self._link.check_server()
             await self._committer.commit(turn)
         except Exception as exc:
             self._cache.drop(turn.session_id)
@@ -301,10 +305,14 @@ class RedisStore(BaseStore):
         Raises:
             StoreUnavailable: Redis could not be reached; still unknown.
         """
+        if not self._link.checked:
+            await self._link.check_server()
         return await self._committer.settle(check_session_id(session_id), turn_id)
 
     async def turn_status(self, session_id: str, turn_id: str) -> TurnStatus:
         """Whether a turn was applied, aborted, or is unknown here (too old or never sent)."""
+        if not self._link.checked:
+            await self._link.check_server()
         return await self._committer.status(check_session_id(session_id), turn_id)
 
     # -- leases ------------------------------------------------------------------------
@@ -316,12 +324,16 @@ class RedisStore(BaseStore):
             SessionBusy: another holder kept it for the whole timeout.
             StoreUnavailable: Redis could not be reached.
         """
+        if not self._link.checked:
+            await self._link.check_server()
         return await self._leases.acquire(check_session_id(session_id), timeout)
 
     # -- erase and inspect ---------------------------------------------------------------
 
     async def delete(self, session_id: str) -> bool:
         """Erase the session's history and turn ids (one atomic step); True if it existed."""
+        if not self._link.checked:
+            await self._link.check_server()
         return await self._admin.delete(check_session_id(session_id))
 
     async def ttl(self, session_id: str) -> float | None:
@@ -340,6 +352,8 @@ class RedisStore(BaseStore):
         """
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        if not self._link.checked:
+            await self._link.check_server()
         async for session_id in self._admin.sessions(prefix, page_size):
             yield session_id
 
@@ -358,6 +372,8 @@ class RedisStore(BaseStore):
             StoreUnavailable: Redis could not be reached.
         """
         check_limit("sample", sample)
+        if not self._link.checked:
+            await self._link.check_server()
         with mapped_errors(None, "reading metrics"):
             active, sampled, messages, used = await self._index.figures(
                 sample, self._admin.sessions("", 500)
