@@ -83,7 +83,7 @@ class FloorContestant(Contestant):
         return f"{self.prefix}:{session_id}".encode()
 
     async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
-        records = [floor_record(m.role, m.content) for m in seed]
+        records = [floor_record(m.role, m.text) for m in seed]
         async with self.client.pipeline(transaction=False) as p:
             for sid in session_ids:
                 p.delete(self.key(sid))
@@ -99,8 +99,8 @@ class FloorContestant(Contestant):
         async with self.client.pipeline(transaction=True) as tx:
             tx.rpush(
                 key,
-                floor_record("user", user.content),
-                floor_record("assistant", reply.content),
+                floor_record("user", user.text),
+                floor_record("assistant", reply.text),
             )
             tx.ltrim(key, -self.window, -1)
             tx.expire(key, TTL)
@@ -158,7 +158,7 @@ class OursContestant(Contestant):
         return seen
 
     async def read_all(self, session_id: str) -> list[tuple[str, str]]:
-        return [(m.role, m.content) for m in await self.store.load(session_id)]
+        return [(m.role, m.text) for m in await self.store.load(session_id)]
 
 
 class MemoryContestant(OursContestant):

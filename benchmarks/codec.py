@@ -76,7 +76,10 @@ def _codec_variants(window: list[Message]) -> list[Variant]:
         add(f"{name} bare encode", lambda d=dumps: [d(r) for r in records])
         add(f"{name} bare decode", lambda lo=loads: [lo(b) for b in stored])
         add(f"{name} whole encode", lambda d=dumps: [d(_record(m)) for m in window])
-        add(f"{name} whole decode", lambda lo=loads: [_from_record(lo(b)) for b in stored])
+        add(
+            f"{name} whole decode",
+            lambda lo=loads: [_from_record(lo(b), None, None) for b in stored],
+        )
     return variants
 
 

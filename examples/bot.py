@@ -216,7 +216,7 @@ class Bot:
             logger.warning("%s: turn failed, nothing saved: %s", message.session_id, exc)
             return
         self.completed += 1
-        await self.on_reply(message, reply.content)
+        await self.on_reply(message, reply.text)
 
 
 # -- running it ---------------------------------------------------------------------

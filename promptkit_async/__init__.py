@@ -6,6 +6,7 @@ history, and writes the turn's new messages back in one atomic operation.
 
 from ._app import Conversations as Conversations
 from ._config import DEFAULT_MAX_MESSAGES as DEFAULT_MAX_MESSAGES
+from ._config import DEFAULT_MAX_STORED as DEFAULT_MAX_STORED
 from ._config import DEFAULT_TTL as DEFAULT_TTL
 from ._env import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
 from ._env import DEFAULT_GEMINI_MODEL as DEFAULT_GEMINI_MODEL
@@ -19,6 +20,7 @@ from ._exceptions import CorruptHistory as CorruptHistory
 from ._exceptions import InvalidMessage as InvalidMessage
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LockLost as LockLost
+from ._exceptions import MessageNotFound as MessageNotFound
 from ._exceptions import MessageTooLarge as MessageTooLarge
 from ._exceptions import PromptKitError as PromptKitError
 from ._exceptions import ProviderAuthError as ProviderAuthError
@@ -29,6 +31,7 @@ from ._exceptions import ProviderUnavailable as ProviderUnavailable
 from ._exceptions import RateLimited as RateLimited
 from ._exceptions import SessionBusy as SessionBusy
 from ._exceptions import SessionError as SessionError
+from ._exceptions import SessionExists as SessionExists
 from ._exceptions import SessionStateError as SessionStateError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreProtocolError as StoreProtocolError
@@ -42,6 +45,12 @@ from ._messages import ToolCall as ToolCall
 from ._metrics import LatencySummary as LatencySummary
 from ._metrics import Observer as Observer
 from ._metrics import StateMetrics as StateMetrics
+from ._parts import AudioPart as AudioPart
+from ._parts import FilePart as FilePart
+from ._parts import ImagePart as ImagePart
+from ._parts import Part as Part
+from ._parts import TextPart as TextPart
+from ._parts import ThinkingPart as ThinkingPart
 from ._reply import ReplyStream as ReplyStream
 from ._session import Session as Session
 from ._settings import SessionOptions as SessionOptions
@@ -71,6 +80,7 @@ from .stores import Lease as Lease
 from .stores import MemoryStore as MemoryStore
 from .stores import RedisStore as RedisStore
 from .stores import Store as Store
+from .stores import SupportsHistory as SupportsHistory
 from .stores import SupportsLeases as SupportsLeases
 from .stores import SupportsLocks as SupportsLocks
 from .stores import SupportsTurns as SupportsTurns
@@ -82,6 +92,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnthropicProvider",
+    "AudioPart",
     "BaseStore",
     "CommitOutcomeUnknown",
     "Conversations",
@@ -89,10 +100,13 @@ __all__ = [
     "DEFAULT_ANTHROPIC_MODEL",
     "DEFAULT_GEMINI_MODEL",
     "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_STORED",
     "DEFAULT_OLLAMA_MODEL",
     "DEFAULT_OPENAI_MODEL",
     "DEFAULT_TTL",
+    "FilePart",
     "GeminiProvider",
+    "ImagePart",
     "InvalidMessage",
     "InvalidSessionId",
     "JSONValue",
@@ -102,6 +116,7 @@ __all__ = [
     "LockRegistry",
     "MemoryStore",
     "Message",
+    "MessageNotFound",
     "MessageTooLarge",
     "Observer",
     "OllamaProvider",
@@ -109,6 +124,7 @@ __all__ = [
     "OnLoadError",
     "OpenAIProvider",
     "OpenAIResponsesProvider",
+    "Part",
     "PromptKitError",
     "Provider",
     "ProviderAuthError",
@@ -128,6 +144,7 @@ __all__ = [
     "Session",
     "SessionBusy",
     "SessionError",
+    "SessionExists",
     "SessionOptions",
     "SessionSettings",
     "SessionStateError",
@@ -138,11 +155,14 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "StreamEvent",
+    "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
     "SupportsTurns",
     "TTL",
     "TextDelta",
+    "TextPart",
+    "ThinkingPart",
     "TokenCounter",
     "ToolCall",
     "Turn",

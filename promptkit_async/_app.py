@@ -104,7 +104,12 @@ class Conversations(AsyncResource):
         return None
 
     async def history(self, session_id: str) -> list[Message]:
-        """The stored messages of a session (all of them, oldest first)."""
+        """Every message the store keeps for the session, oldest first.
+
+        That is the whole conversation up to the store's ``max_stored``
+        (10,000 by default), not the window a turn sends; page through a long
+        one with ``store.load(session_id, limit, before=message.id)``.
+        """
         return await self.store.load(check_session_id(session_id))
 
     async def delete(self, session_id: str) -> bool:

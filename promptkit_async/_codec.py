@@ -1,36 +1,71 @@
 """The stored format of a message, and its encoder and decoder (pure, no I/O).
 
-Stored format (version 1), one compact JSON object per message::
+Format 2: a stored element is a header the store writes at commit time, then
+the message's payload::
 
-    {"v":1,"r":"assistant","c":"...","tc":[["call_1","get_weather","{...}"]],
-     "ti":"call_1","n":"name","m":{...}}
+    \\x002<created_at, ms since the epoch> <id>\\n<payload>
 
-Keys other than ``v``/``r``/``c`` are omitted when empty. Unknown keys are
-ignored, so a record written by a newer minor version still loads; a record
-whose known keys cannot be read raises :class:`CorruptHistory`. Records larger
-than a store's compression threshold may be stored zlib-compressed, marked by a
-leading ``\\x00z`` (JSON never starts with a NUL byte), and are read back
-whatever the setting is at read time.
+The header is added inside the store's atomic commit (on Redis, by the commit
+script, from the server's clock), so ids and times never depend on which
+instance wrote them. The payload is one compact JSON object::
+
+    {"v":2,"r":"assistant","c":"...","tc":[["call_1","get_weather","{...}"]],
+     "ti":"call_1","n":"name","m":{...},"e":1}
+
+``c`` is the text, or a list of parts: ``{"t":"x","x":text}``, an image
+``{"t":"i","u":url}`` or ``{"t":"i","d":base64,"y":media_type}`` (``"l"``:
+detail), a file ``{"t":"f",...,"n":filename}``, audio ``{"t":"a","d":...,"y":...}``,
+thinking ``{"t":"k","x":text,"s":signature}`` or ``{"t":"k","r":redacted}``.
+Inline media is base64 once, here, and reused as is on the wire. Keys other
+than ``v``/``r``/``c`` are omitted when empty; ``e`` marks a tool error.
+
+Unknown keys are ignored, so a record written by a newer minor version still
+loads; a record whose known keys cannot be read raises :class:`CorruptHistory`.
+A payload larger than a store's compression threshold may be zlib-compressed,
+marked by a leading ``\\x00z`` (JSON never starts with a NUL byte), and is
+inflated with a bound whatever the setting at read time.
+
+Format 1 (0.1.0) elements are the JSON object alone (``{"v":1,...}``, parts
+never), with no header: they still load, with the id and time the store gives
+them (see :func:`decode_message`).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._exceptions import CorruptHistory, InvalidMessage, MessageTooLarge
 from ._messages import Message, ToolCall
+from ._parts import AudioPart, FilePart, ImagePart, Part, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DEFAULT_MAX_RECORD_BYTES", "FORMAT_VERSION", "decode_message", "encode_message"]
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "EPOCH",
+    "FORMAT_VERSION",
+    "HEADER_MARK",
+    "decode_message",
+    "encode_message",
+    "header",
+    "id_number",
+    "ms_of",
+    "time_of",
+]
 
-FORMAT_VERSION = 1
-#: The largest record a store writes or inflates when reading (bytes).
-DEFAULT_MAX_RECORD_BYTES = 16 << 20
-_COMPRESSED_MARK = b"\x00z"
+FORMAT_VERSION: Final = 2
+#: The largest payload a store writes, and inflates when reading (bytes).
+DEFAULT_MAX_RECORD_BYTES: Final = 16 << 20
+#: How a format 2 element starts (a NUL, then the version).
+HEADER_MARK: Final = b"\x002"
+#: The time of a format 1 record, which kept none.
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_COMPRESSED_MARK: Final = b"\x00z"
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
@@ -59,12 +94,93 @@ def _loads(raw: bytes | str) -> Any:
     return json.loads(raw)
 
 
+@lru_cache(maxsize=4096)
+def time_of(ms: int) -> datetime:
+    """The aware UTC time of a stamp in ms (cached: one commit's messages share one)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def ms_of(when: datetime) -> int:
+    """A time as whole ms since the epoch (the precision stored), exactly."""
+    delta = when - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def header(created_ms: int, message_id: str) -> bytes:
+    """The header of a format 2 element (the Redis commit script builds the same)."""
+    return b"%s%d %s\n" % (HEADER_MARK, created_ms, message_id.encode())
+
+
+def id_number(message_id: str) -> int | None:
+    """The count in an id a store gave (``"41"``, or ``"41~2"``), None for any other id."""
+    head = message_id.partition("~")[0]
+    if head.isascii() and head.isdigit() and len(head) < 16:
+        return int(head)
+    return None
+
+
+# -- parts ------------------------------------------------------------------------
+
+
+def _part_record(part: Part) -> dict[str, Any]:
+    if type(part) is TextPart:
+        return {"t": "x", "x": part.text}
+    if type(part) is ThinkingPart:
+        rec: dict[str, Any] = {"t": "k"}
+        if part.redacted is not None:
+            rec["r"] = part.redacted
+        else:
+            rec["x"] = part.text
+        if part.signature is not None:
+            rec["s"] = part.signature
+        return rec
+    assert isinstance(part, (ImagePart, FilePart, AudioPart))
+    rec = {"t": {ImagePart: "i", FilePart: "f", AudioPart: "a"}[type(part)]}
+    if part.url is not None:
+        rec["u"] = part.url
+    else:
+        rec["d"] = part.base64
+    if part.media_type is not None:
+        rec["y"] = part.media_type
+    if type(part) is ImagePart and part.detail is not None:
+        rec["l"] = part.detail
+    if type(part) is FilePart and part.filename is not None:
+        rec["n"] = part.filename
+    return rec
+
+
+def _part_from_record(rec: dict[str, Any]) -> Part:
+    kind = rec["t"]
+    if kind == "x":
+        return TextPart(rec["x"])
+    if kind == "k":
+        return ThinkingPart(rec.get("x", ""), signature=rec.get("s"), redacted=rec.get("r"))
+    media = {"url": rec.get("u"), "_base64": rec.get("d"), "media_type": rec.get("y")}
+    if kind == "i":
+        return ImagePart(detail=rec.get("l"), **media)
+    if kind == "f":
+        return FilePart(filename=rec.get("n"), **media)
+    if kind == "a":
+        return AudioPart(_base64=media["_base64"], media_type=media["media_type"])
+    raise ValueError(f"unknown part type {kind!r}")
+
+
+# -- messages -----------------------------------------------------------------------
+
+
 def _record(message: Message) -> dict[str, Any]:
-    rec: dict[str, Any] = {"v": FORMAT_VERSION, "r": message.role, "c": message.content}
+    content = message.content
+    rec: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "r": message.role,
+        "c": content if isinstance(content, str) else [_part_record(p) for p in content],
+    }
     if message.tool_calls:
         rec["tc"] = [[c.id, c.name, c.arguments] for c in message.tool_calls]
     if message.tool_call_id is not None:
         rec["ti"] = message.tool_call_id
+    if message.is_error:
+        rec["e"] = 1
     if message.name is not None:
         rec["n"] = message.name
     if message.metadata:
@@ -78,11 +194,13 @@ def encode_message(
     compress_above: int | None = None,
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> bytes:
-    """Encode one message as stored bytes (compressed when above the threshold).
+    """Encode one message's payload (compressed when above the threshold).
+
+    The id and time are not part of it: the store's commit adds the header.
 
     Raises:
-        MessageTooLarge: the record would exceed ``max_bytes`` (before compression,
-            so that it can always be read back under the same limit).
+        MessageTooLarge: the payload would exceed ``max_bytes`` (before
+            compression, so that it can always be read back under the same limit).
     """
     try:
         data = _dumps(_record(message)).encode("utf-8")
@@ -118,23 +236,42 @@ def _inflate(data: bytes, limit: int) -> bytes:
     return out
 
 
+def _split_header(raw: bytes) -> tuple[str, datetime, bytes]:
+    end = raw.index(b"\n")
+    created, _, message_id = raw[len(HEADER_MARK) : end].partition(b" ")
+    if not message_id:
+        raise ValueError("the record's header has no id")
+    return message_id.decode("ascii"), time_of(int(created)), raw[end + 1 :]
+
+
 def decode_message(
     raw: bytes | str,
     *,
     session_id: str,
     index: int | None,
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    id: str | None = None,
+    created_at: datetime | None = None,
 ) -> Message:
-    """Decode stored bytes, raising :class:`CorruptHistory` naming where it failed.
+    """Decode a stored element, raising :class:`CorruptHistory` naming where it failed.
 
-    A compressed record is inflated to at most ``max_bytes``.
+    A format 2 element carries its id and time; a headerless one (format 1,
+    or a bare payload) gets ``id`` and ``created_at`` from the caller. A
+    compressed payload is inflated to at most ``max_bytes``.
     """
+    message_id, when = id, created_at
     try:
-        if isinstance(raw, bytes) and raw[:2] == _COMPRESSED_MARK:
-            raw = _inflate(raw[2:], max_bytes)
+        if isinstance(raw, bytes):
+            if raw[:2] == HEADER_MARK:
+                message_id, when, raw = _split_header(raw)
+            if raw[:2] == _COMPRESSED_MARK:
+                raw = _inflate(raw[2:], max_bytes)
+        elif raw[:2] == HEADER_MARK.decode():  # a text client (decode_responses=True)
+            message_id, when, payload = _split_header(raw.encode("utf-8", "surrogatepass"))
+            raw = payload.decode("utf-8", "surrogatepass")
         rec = _loads(raw)
     # JSONDecodeError and UnicodeDecodeError are ValueErrors; RecursionError: nested too deep.
-    except (ValueError, zlib.error, RecursionError) as exc:
+    except (ValueError, zlib.error, RecursionError, OverflowError, OSError) as exc:
         raise CorruptHistory(
             f"session {session_id!r}: stored record {index} is not a valid message record "
             f"({type(exc).__name__}: {exc})",
@@ -151,7 +288,7 @@ def decode_message(
     try:
         # A JSON escape can smuggle in a lone surrogate, which the Message
         # refuses in every text field: it is refused here, where it is found.
-        return _from_record(cast("dict[str, Any]", rec))
+        return _from_record(cast("dict[str, Any]", rec), message_id, when)
     except (InvalidMessage, LookupError, TypeError, ValueError) as exc:
         version = rec.get("v")
         newer = (
@@ -166,10 +303,13 @@ def decode_message(
         ) from exc
 
 
-def _from_record(rec: dict[str, Any]) -> Message:
+def _from_record(rec: dict[str, Any], message_id: str | None, when: datetime | None) -> Message:
+    content = rec["c"]
+    if type(content) is list:
+        content = tuple(_part_from_record(p) for p in content)
     if len(rec) == 3 and "v" in rec:
         # The common record {"v","r","c"}: no optional keys to look up.
-        return Message(rec["r"], rec["c"])
+        return Message(rec["r"], content, id=message_id, created_at=when)
     tool_calls: tuple[ToolCall, ...] = ()
     raw_calls = rec.get("tc")
     if raw_calls:
@@ -179,9 +319,12 @@ def _from_record(rec: dict[str, Any]) -> Message:
         raise TypeError("metadata is not an object")
     return Message(
         rec["r"],
-        rec["c"],
+        content,
         tool_calls=tool_calls,
         tool_call_id=rec.get("ti"),
         name=rec.get("n"),
         metadata=metadata,
+        is_error=rec.get("e") == 1,
+        id=message_id,
+        created_at=when,
     )

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_STORED",
     "DEFAULT_TTL",
     "MAX_SESSION_ID_LENGTH",
     "MAX_TTL",
@@ -21,6 +22,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_MESSAGES: Final = 20
+#: Messages a store keeps per session (newest kept): far more than any human
+#: conversation, and a bound on what a runaway tool loop can pile up.
+DEFAULT_MAX_STORED: Final = 10_000
 #: Sliding expiry of a session: refreshed by every write.
 DEFAULT_TTL: Final = 24 * 60 * 60.0
 #: Longest accepted TTL (100 years): longer is "forever", which is spelled None.

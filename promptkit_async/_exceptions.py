@@ -11,6 +11,8 @@ retrying)::
     ├── InvalidSessionId (+ValueError)       empty, non-string, oversize session id
     ├── InvalidMessage (+ValueError)         unknown role, non-string content, ...
     │   └── MessageTooLarge                  one message or one turn over the limit
+    ├── MessageNotFound (+LookupError)       a message id the session does not hold
+    ├── SessionExists                        an import into a session that has history
     ├── SessionError
     │   ├── SessionStateError (+RuntimeError)  used outside ``async with``, reused
     │   ├── SessionBusy (+TimeoutError)        lock not acquired within lock_timeout
@@ -45,6 +47,7 @@ __all__ = [
     "InvalidMessage",
     "InvalidSessionId",
     "LockLost",
+    "MessageNotFound",
     "MessageTooLarge",
     "PromptKitError",
     "ProviderAuthError",
@@ -55,6 +58,7 @@ __all__ = [
     "RateLimited",
     "SessionBusy",
     "SessionError",
+    "SessionExists",
     "SessionStateError",
     "StoreError",
     "StoreProtocolError",
@@ -97,6 +101,33 @@ class MessageTooLarge(InvalidMessage):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class MessageNotFound(PromptKitError, LookupError):
+    """No message with that id is kept in the session (trimmed, expired, or never stored).
+
+    Raised for a paging cursor (``load(..., before=id)``) rather than
+    returning an empty page, which would look like the start of the
+    conversation.
+    """
+
+    def __init__(self, session_id: str, message_id: str) -> None:
+        super().__init__(f"session {session_id!r} holds no message with id {message_id!r}")
+        self.session_id = session_id
+        self.message_id = message_id
+
+
+class SessionExists(PromptKitError):
+    """A restore (import) was asked to write into a session that already has history.
+
+    Nothing was written; pass ``replace=True`` to overwrite it.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} already has history: not merged (replace=True overwrites it)"
+        )
+        self.session_id = session_id
 
 
 class SessionError(PromptKitError):

@@ -7,15 +7,21 @@ How messages are stored is ``_codec.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from ._exceptions import InvalidMessage
+from ._parts import PART_TYPES, Part, TextPart, ThinkingPart, part_from_dict
 from ._types import ROLES, JSONValue, Role
 
-__all__ = ["Message", "ToolCall", "check_text"]
+if TYPE_CHECKING:
+    from ._parts import _Media
+
+__all__ = ["Message", "ToolCall", "check_text", "message_bytes", "stamped", "text_only"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,28 +112,39 @@ class Message:
     rather than positionally. Messages are immutable so that a loaded history can
     be shared without copying.
 
+    ``content`` is a str, or a sequence of parts (:class:`TextPart`,
+    :class:`ImagePart`, :class:`FilePart`, :class:`AudioPart`,
+    :class:`ThinkingPart`), kept as a tuple. ``id`` and ``created_at`` are set
+    by the store when the turn is committed (None on a message not stored
+    yet); equality compares what a message says, not where it is stored, so
+    they are left out of it.
+
     Raises:
-        InvalidMessage: unknown role, non-string content, tool_calls on a
-            non-assistant message, or a tool result without ``tool_call_id``.
+        InvalidMessage: unknown role, content that is neither a str nor parts,
+            tool_calls on a non-assistant message, a tool result without
+            ``tool_call_id``, text that cannot be stored (a lone surrogate).
     """
 
     role: Role
-    content: str = ""
+    content: str | tuple[Part, ...] = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
     metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+    is_error: bool = False
+    id: str | None = field(default=None, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.role, str) or self.role not in ROLES:
             raise InvalidMessage(
                 f"unknown role {self.role!r}; expected one of system, user, assistant, tool"
             )
-        if not isinstance(self.content, str):
-            raise InvalidMessage(
-                f"{self.role} message content must be str, got {type(self.content).__name__}"
-            )
-        check_text(self.content, f"{self.role} message content")
+        content = self.content
+        if type(content) is str:
+            check_text(content, f"{self.role} message content")
+        else:
+            object.__setattr__(self, "content", _parts_of(content, self.role))
         if type(self.tool_calls) is not tuple:
             object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
         if self.tool_calls:
@@ -147,6 +164,11 @@ class Message:
             check_text(self.tool_call_id, "tool_call_id")
         elif self.tool_call_id is not None:
             raise InvalidMessage(f"only tool messages carry tool_call_id, not {self.role}")
+        if self.is_error is not False:
+            if self.is_error is not True:
+                raise InvalidMessage(f"is_error must be a bool, got {self.is_error!r}")
+            if self.role != "tool":
+                raise InvalidMessage(f"only tool results carry is_error, not {self.role}")
         if self.name is not None:
             if not isinstance(self.name, str):
                 raise InvalidMessage(f"name must be str or None, got {type(self.name).__name__}")
@@ -160,37 +182,85 @@ class Message:
             metadata = dict(self.metadata)
             _check_json(metadata, "metadata")
             object.__setattr__(self, "metadata", metadata)
+        if self.id is not None and (type(self.id) is not str or not self.id):
+            raise InvalidMessage(f"id must be a non-empty str or None, got {self.id!r}")
+        created = self.created_at
+        if created is not None and (
+            not isinstance(created, datetime) or created.utcoffset() is None
+        ):
+            raise InvalidMessage(f"created_at must be an aware datetime or None, got {created!r}")
 
     def __hash__(self) -> int:
         # Metadata (a dict) stays out of the hash; equal messages still hash equal.
         return hash((self.role, self.content, self.tool_calls, self.tool_call_id, self.name))
+
+    @property
+    def text(self) -> str:
+        """The text: the str content, or the text parts joined (no separator; no thinking)."""
+        content = self.content
+        if type(content) is str:
+            return content
+        return "".join(p.text for p in content if type(p) is TextPart)
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """The content as parts (a str content is one TextPart; "" is none)."""
+        content = self.content
+        if isinstance(content, str):
+            return (TextPart(content),) if content else ()
+        return content
 
     @classmethod
     def system(cls, content: str, **metadata: JSONValue) -> Message:
         return cls("system", content, metadata=metadata)
 
     @classmethod
-    def user(cls, content: str, *, name: str | None = None, **metadata: JSONValue) -> Message:
-        return cls("user", content, name=name, metadata=metadata)
+    def user(
+        cls, content: str | Sequence[Part], *, name: str | None = None, **metadata: JSONValue
+    ) -> Message:
+        return cls("user", _content(content), name=name, metadata=metadata)
 
     @classmethod
     def assistant(
         cls,
-        content: str = "",
+        content: str | Sequence[Part] = "",
         *,
         tool_calls: Sequence[ToolCall | Mapping[str, Any]] = (),
         **metadata: JSONValue,
     ) -> Message:
         calls = tuple(ToolCall.from_dict(c) if isinstance(c, Mapping) else c for c in tool_calls)
-        return cls("assistant", content, tool_calls=calls, metadata=metadata)
+        return cls("assistant", _content(content), tool_calls=calls, metadata=metadata)
 
     @classmethod
-    def tool(cls, content: str, *, tool_call_id: str, **metadata: JSONValue) -> Message:
-        return cls("tool", content, tool_call_id=tool_call_id, metadata=metadata)
+    def tool(
+        cls,
+        content: str | Sequence[Part],
+        *,
+        tool_call_id: str,
+        is_error: bool = False,
+        **metadata: JSONValue,
+    ) -> Message:
+        """A tool's result; ``is_error=True`` when the tool failed (the model is told so)."""
+        return cls(
+            "tool", _content(content), tool_call_id=tool_call_id, is_error=is_error,
+            metadata=metadata,
+        )  # fmt: skip
+
+    def replace(self, **changes: Any) -> Message:
+        """A copy with ``changes`` (validated like a new message)."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The OpenAI-style dict (role/content/tool_calls/tool_call_id), for logging or APIs."""
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        """Everything the message holds, as JSON-ready data (:meth:`from_dict` reads it).
+
+        ``content`` is a str or a list of part dicts; ``created_at`` is ISO 8601.
+        Keys with nothing to say are left out, except role and content.
+        """
+        content = self.content
+        out: dict[str, Any] = {
+            "role": self.role,
+            "content": content if isinstance(content, str) else [p.to_dict() for p in content],
+        }
         if self.tool_calls:
             out["tool_calls"] = [
                 {
@@ -202,6 +272,133 @@ class Message:
             ]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.is_error:
+            out["is_error"] = True
         if self.name is not None:
             out["name"] = self.name
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        if self.id is not None:
+            out["id"] = self.id
+        if self.created_at is not None:
+            out["created_at"] = self.created_at.isoformat()
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """A message from :meth:`to_dict` (or the OpenAI-style shape it extends).
+
+        Raises:
+            InvalidMessage: the dict does not describe a valid message.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidMessage(f"a message dict must be a mapping, got {type(data).__name__}")
+        content = data.get("content", "")
+        if content is None:
+            content = ""
+        if isinstance(content, list):
+            content = tuple(part_from_dict(p) if isinstance(p, Mapping) else p for p in content)
+        created = data.get("created_at")
+        if isinstance(created, str):
+            try:
+                created = datetime.fromisoformat(created)
+            except ValueError:
+                raise InvalidMessage(f"created_at is not an ISO 8601 time: {created!r}") from None
+        try:
+            return cls(
+                data["role"],
+                content,
+                tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
+                tool_call_id=data.get("tool_call_id"),
+                name=data.get("name"),
+                metadata=data.get("metadata") or {},
+                is_error=bool(data.get("is_error", False)),
+                id=data.get("id"),
+                created_at=created,
+            )
+        except KeyError:
+            raise InvalidMessage("a message dict needs a role") from None
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def stamped(message: Message, message_id: str, created_at: datetime) -> Message:
+    """``message`` with the id and time its store gave it (values already checked:
+    a store's own, so no re-validation on a commit's hot path)."""
+    new: Message = _new(Message)
+    _set(new, "role", message.role)
+    _set(new, "content", message.content)
+    _set(new, "tool_calls", message.tool_calls)
+    _set(new, "tool_call_id", message.tool_call_id)
+    _set(new, "name", message.name)
+    _set(new, "metadata", message.metadata)
+    _set(new, "is_error", message.is_error)
+    _set(new, "id", message_id)
+    _set(new, "created_at", created_at)
+    return new
+
+
+def message_bytes(message: Message) -> int:
+    """The UTF-8 bytes of a message's text, parts and tool calls: what size limits count.
+
+    Inline media counts as its decoded bytes (not its base64).
+    """
+    content = message.content
+    if type(content) is str:
+        size = len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))
+    else:
+        size = 0
+        for part in content:
+            if type(part) is TextPart:
+                size += len(part.text.encode("utf-8", "surrogatepass"))
+            elif type(part) is ThinkingPart:
+                size += len(part.text.encode("utf-8", "surrogatepass"))
+                size += len(part.signature or "") + len(part.redacted or "")
+            else:
+                media = cast("_Media", part)
+                size += media.size + len(media.url or "")
+    for call in message.tool_calls:
+        size += len(call.arguments.encode("utf-8", "surrogatepass")) + len(call.name)
+    return size
+
+
+def _content(content: str | Sequence[Part]) -> str | tuple[Part, ...]:
+    return content if isinstance(content, str) else tuple(content)
+
+
+def text_only(message: Message, provider: str) -> str:
+    """The text of a message for a wire format that carries text only.
+
+    Thinking is left out (it is the model's own, and optional to send back);
+    any other part cannot be carried, and is refused before anything is sent.
+
+    Raises:
+        InvalidMessage: a part the provider cannot carry, naming both.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return content
+    for part in content:
+        if type(part) is not TextPart and type(part) is not ThinkingPart:
+            raise InvalidMessage(
+                f"{provider} cannot carry a {type(part).__name__} in a {message.role} message"
+            )
+    return message.text
+
+
+def _parts_of(content: object, role: str) -> tuple[Part, ...]:
+    if isinstance(content, (str, bytes)) or not isinstance(content, Sequence):
+        raise InvalidMessage(
+            f"{role} message content must be a str or a sequence of parts, "
+            f"got {type(content).__name__}"
+        )
+    parts = tuple(content)
+    for i, part in enumerate(parts):
+        if not isinstance(part, PART_TYPES):
+            raise InvalidMessage(
+                f"{role} message content[{i}] is {type(part).__name__}, not a part "
+                "(TextPart, ImagePart, FilePart, AudioPart, ThinkingPart)"
+            )
+    return parts

@@ -31,6 +31,9 @@ from ._locks import LockRegistry
 from .stores._contract import Store, SupportsLeases, SupportsLocks, SupportsTurns
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._messages import Message
     from .stores._contract import Lease, Turn
 
 __all__ = ["StorePlan", "plan_for", "release", "settle_after_cancel", "wait_bounded"]
@@ -109,7 +112,7 @@ class StorePlan:
             assert timeout is not None
             raise SessionBusy(session_id, timeout) from None
 
-    async def commit(self, store: Store, turn: Turn, grace: float) -> None:
+    async def commit(self, store: Store, turn: Turn, grace: float) -> Sequence[Message] | None:
         """Commit ``turn`` so that a cancellation cannot leave its outcome undecided.
 
         A cancelled caller waits (up to ``grace``) until the commit is finished
@@ -119,11 +122,10 @@ class StorePlan:
         """
         if self.turns:
             try:
-                await cast("SupportsTurns", store).commit(turn)
+                return await cast("SupportsTurns", store).commit(turn)
             except asyncio.CancelledError:
                 await settle_after_cancel(store, turn, grace)
                 raise
-            return
         appending: asyncio.Future[None] = asyncio.ensure_future(
             store.append(
                 turn.session_id,
@@ -139,6 +141,7 @@ class StorePlan:
             await wait_bounded(appending, grace)
             _log_after_cancel(appending, turn, grace)
             raise
+        return None
 
 
 async def settle_after_cancel(store: Store, turn: Turn, grace: float) -> None:

@@ -72,6 +72,7 @@ class Session:
     """
 
     __slots__ = (
+        "_committed",
         "_entry",
         "_history",
         "_lease",
@@ -109,6 +110,7 @@ class Session:
         self._history: tuple[Message, ...] | None = None
         self._pending: list[Message] = []
         self._pending_bytes = 0
+        self._committed: tuple[Message, ...] = ()
         self._stream: ReplyStream | None = None
 
     def __repr__(self) -> str:
@@ -239,6 +241,12 @@ class Session:
         return tuple(self._pending)
 
     @property
+    def committed(self) -> tuple[Message, ...]:
+        """The messages this block wrote, as stored (with ``id`` and ``created_at`` when
+        the store gives them), once the block has exited; ``()`` before."""
+        return self._committed
+
+    @property
     def messages(self) -> list[Message]:
         """What a provider is sent: system prompt, trimmed history, then staged messages."""
         settings = self.settings
@@ -278,18 +286,19 @@ class Session:
             tuple(self._pending),
             new_turn_id(),
             cast("float | None", settings.ttl),  # normalised by SessionSettings
-            settings.max_messages,
+            None,  # the window deletes nothing: what is kept is the store's policy
             None if lease is None else lease.token,  # refused if the lease was lost
         )
         plan = self._plan
         if plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
             try:
-                await cast("SupportsTurns", self.store).commit(turn)
+                stored = await cast("SupportsTurns", self.store).commit(turn)
             except asyncio.CancelledError:
                 await settle_after_cancel(self.store, turn, settings.commit_grace)
                 raise
         else:
-            await plan.commit(self.store, turn, settings.commit_grace)
+            stored = await plan.commit(self.store, turn, settings.commit_grace)
+        self._committed = turn.messages if stored is None else tuple(stored)
         self._pending = []
         self._pending_bytes = 0
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, ttl_seconds
 from ._exceptions import InvalidMessage, MessageTooLarge
-from ._messages import Message
+from ._messages import Message, message_bytes
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ class SessionSettings:
     """How a session loads, trims, calls the model and commits.
 
     Attributes:
-        max_messages: window size and storage cap (newest kept; None: unlimited).
+        max_messages: the window a turn loads and sends (newest kept; None: all).
+            It deletes nothing: what a session keeps is its store's ``max_stored``.
         ttl: sliding expiry, refreshed by each write: seconds or a timedelta,
             normalised to seconds (None keeps the session forever).
         system: system prompt: sent first on every call, never trimmed, never stored.
@@ -125,7 +126,7 @@ class SessionSettings:
                     f"session.add() takes Message objects, got {type(m).__name__}; "
                     "use Message.user(...) etc."
                 )
-            n = _message_bytes(m)
+            n = message_bytes(m)
             if n > self.max_message_bytes:
                 raise MessageTooLarge(
                     f"a {m.role} message of {n} bytes exceeds max_message_bytes="
@@ -172,16 +173,6 @@ class SessionSettings:
             _derived.clear()
         _derived[key] = (self, derived)
         return derived
-
-
-def _message_bytes(message: Message) -> int:
-    """The UTF-8 bytes of a message's text and tool calls: what the size limits count."""
-    size = len(message.content)
-    if not message.content.isascii():
-        size = len(message.content.encode("utf-8", "surrogatepass"))
-    for call in message.tool_calls:
-        size += len(call.arguments.encode("utf-8", "surrogatepass")) + len(call.name)
-    return size
 
 
 def _is_number(value: object) -> bool:

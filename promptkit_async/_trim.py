@@ -24,7 +24,7 @@ def estimate_tokens(message: Message) -> int:
     up, plus 4 tokens of per-message overhead). Pass your own counter for exact
     budgets.
     """
-    chars = len(message.content)
+    chars = len(message.text)
     for call in message.tool_calls:
         chars += len(call.name) + len(call.arguments) + len(call.id)
     return -(-chars // 4) + 4

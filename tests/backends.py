@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -53,10 +53,18 @@ class Backend:
     whether it still :meth:`holds` anything of a session.
     """
 
+    #: A URL another process can reach the same data at (None: in-process only).
+    url: str | None = None
+
     def __init__(self, name: str, store: BaseStore, raw: RawRecords | None = None) -> None:
         self.name = name
         self.store = store
         self.raw = raw
+
+    def variant(self, **options: Any) -> BaseStore:
+        """Another store of this backend, built with ``options`` (over the same data
+        when the backend shares data between stores; closed by the caller)."""
+        raise NotImplementedError
 
     def need_raw(self) -> RawRecords:
         if self.raw is None:
@@ -81,6 +89,9 @@ class MemoryBackend(Backend):
         self.clock = FakeClock()
         self.memory = MemoryStore(clock=self.clock)
         super().__init__("memory", self.memory)
+
+    def variant(self, **options: Any) -> BaseStore:
+        return MemoryStore(clock=self.clock, **options)
 
     async def age(self, session_id: str, seconds_left: float) -> None:
         entry = self.memory._data[session_id]
@@ -110,6 +121,9 @@ class RedisBackend(Backend):
         super().__init__(name, store, _RedisRaw(store, client))
         self.redis = store
         self.client = client
+
+    def variant(self, **options: Any) -> BaseStore:
+        return RedisStore(self.client, prefix=self.redis.prefix, **options)
 
     async def age(self, session_id: str, seconds_left: float) -> None:
         await self.client.pexpire(self.redis.key(session_id), int(seconds_left * 1000))

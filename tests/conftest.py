@@ -233,16 +233,21 @@ async def _backend(
             yield mem
         return
     client: aioredis.Redis | RedisCluster
+    url: str | None = None
     if kind == "fakeredis":
         client = await _make_fakeredis()
     elif kind == "cluster":
-        client = cluster_client(request.getfixturevalue("redis_cluster"))
+        servers = request.getfixturevalue("redis_cluster")
+        client = cluster_client(servers)
+        url = servers.url.replace("redis://", "redis+cluster://", 1)
     else:
-        url: str = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_url")
         client = aioredis.Redis.from_url(url)
     try:
         async with RedisStore(client, prefix=prefix) as rs:
-            yield RedisBackend(kind, rs, client)
+            backend = RedisBackend(kind, rs, client)
+            backend.url = url
+            yield backend
     finally:
         await _delete_prefix(client, prefix)
         await client.aclose()
@@ -344,7 +349,7 @@ def spawn_server() -> Iterator[Callable[..., RedisServer]]:
 
 async def contents(store: Store, session_id: str) -> list[str]:
     """The stored message texts of a session."""
-    return [m.content for m in await store.load(session_id)]
+    return [m.text for m in await store.load(session_id)]
 
 
 async def wait_until(predicate: object, timeout: float = 5.0) -> None:

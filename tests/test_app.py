@@ -16,7 +16,9 @@ async def test_conversations_hold_settings_once() -> None:
             async with chats.session("user-1") as s:
                 assert s.messages[0].content == "Be brief."
                 s.add(Message.user(f"q{i}"), Message.assistant(f"a{i}"))
-        assert [m.content for m in await chats.history("user-1")] == ["q1", "a1", "q2", "a2"]
+        # The whole conversation is kept: the window is only what a turn sends.
+        kept = ["q0", "a0", "q1", "a1", "q2", "a2"]
+        assert [m.content for m in await chats.history("user-1")] == kept
         async with chats.session("user-1", max_messages=2) as s:
             assert len(s.history) == 2
         assert await chats.execute("user-1", "user", "no provider: appended") is None

@@ -27,7 +27,7 @@ text = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
 
 def test_stored_format_is_compact_and_versioned() -> None:
     raw = encode_message(Message.user("hi"))
-    assert raw == b'{"v":1,"r":"user","c":"hi"}'
+    assert raw == b'{"v":2,"r":"user","c":"hi"}'
     assert json.loads(raw)["v"] == FORMAT_VERSION
 
 

@@ -20,6 +20,7 @@ PURE = [
     "_exceptions",
     "_ids",
     "_messages",
+    "_parts",
     "_trim",
     "_types",
     "providers._anthropic_wire",

@@ -26,8 +26,11 @@ def test_helpers_build_each_role() -> None:
     ("kwargs", "match"),
     [
         ({"role": "wizard", "content": "x"}, "unknown role 'wizard'"),
-        ({"role": "user", "content": 42}, "content must be str, got int"),
-        ({"role": "user", "content": None}, "content must be str, got NoneType"),
+        ({"role": "user", "content": 42}, "a sequence of parts, got int"),
+        (
+            {"role": "user", "content": None},
+            "a sequence of parts, got NoneType",
+        ),
         ({"role": "tool", "content": "x"}, "tool_call_id"),
         ({"role": "user", "content": "x", "tool_call_id": "c"}, "only tool messages"),
         (

@@ -35,13 +35,15 @@ class CountingStore(MemoryStore):
         self.loads = 0
         self.writes = 0
 
-    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
+    async def load(
+        self, session_id: str, limit: int | None = None, *, before: str | None = None
+    ) -> list[Message]:
         self.loads += 1
-        return await super().load(session_id, limit)
+        return await super().load(session_id, limit, before=before)
 
-    async def commit(self, turn: Turn) -> None:  # sessions write through commit()
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:  # sessions write through it
         self.writes += 1
-        await super().commit(turn)
+        return await super().commit(turn)
 
 
 def unreachable() -> RedisStore:

@@ -270,7 +270,7 @@ async def test_soak(spawn_server: Callable[..., RedisServer], prefix: str) -> No
                 tids: list[str] = []
                 for i in range(0, len(messages), 2):
                     q, a = messages[i], messages[i + 1] if i + 1 < len(messages) else None
-                    owner, tid = turn_of(q.content)
+                    owner, tid = turn_of(q.text)
                     if owner != sid or a is None or a.content != f"{tid}:a":
                         misplaced += 1
                         continue

@@ -44,7 +44,7 @@ async def demo(delay: float) -> int:
         history = await store.load("demo-user")
         out.write(f"\nstored history of 'demo-user': {len(history)} messages\n")
         for m in history:
-            out.write(f"  {m.role:>9}: {m.content}\n")
+            out.write(f"  {m.role:>9}: {m.text}\n")
     return 0
 
 
@@ -76,7 +76,7 @@ def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None
 
 def print_history(messages: Sequence[Message], out: TextIO) -> None:
     for m in messages:
-        text = m.content
+        text = m.text
         for call in m.tool_calls:
             text += f"{' ' if text else ''}[tool call {call.name}({call.arguments})]"
         indent = "\n" + " " * (len(m.role) + 2)

@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 from ._arguments import arguments_object
 
 if TYPE_CHECKING:
@@ -58,20 +58,19 @@ def to_anthropic_messages(
     system_parts = [system] if system else []
     out: list[dict[str, Any]] = []
     for m in messages:
+        text = text_only(m, "anthropic")
         if m.role == "system":
-            if m.content:
-                system_parts.append(m.content)
+            if text:
+                system_parts.append(text)
             continue
         blocks: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"
-            blocks.append(
-                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
-            )
+            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text})
         else:
             role = m.role
-            if m.content:
-                blocks.append({"type": "text", "text": m.content})
+            if text:
+                blocks.append({"type": "text", "text": text})
             blocks.extend(_tool_use_block(c) for c in m.tool_calls)
         if not blocks:
             continue

@@ -31,7 +31,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 from ._arguments import arguments_object, arguments_text
 
 if TYPE_CHECKING:
@@ -79,7 +79,8 @@ def _function_call_part(
 
 
 def _function_response_part(name: str, result: Message, wire_id: str | None) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": name, "response": _response_object(result.content)}
+    output = text_only(result, "gemini")
+    function: dict[str, Any] = {"name": name, "response": _response_object(output)}
     if wire_id is not None:
         function["id"] = wire_id
     return {"functionResponse": function}
@@ -96,7 +97,8 @@ def _response_object(content: str) -> dict[str, Any]:
 
 
 def _user_parts(message: Message) -> list[dict[str, Any]]:
-    return [_text_part(message.content)] if message.content else []
+    text = text_only(message, "gemini")
+    return [_text_part(text)] if text else []
 
 
 def _signatures(message: Message) -> tuple[str | None, Mapping[str, Any]]:
@@ -117,8 +119,9 @@ def _model_parts(message: Message) -> list[dict[str, Any]]:
     text_signature, call_signatures = _signatures(message)
     gemini_ids = _gemini_ids(message)
     parts = []
-    if message.content:
-        parts.append(_text_part(message.content, text_signature))
+    text = text_only(message, "gemini")
+    if text:
+        parts.append(_text_part(text, text_signature))
     for call in message.tool_calls:
         signature = call_signatures.get(call.id)
         parts.append(
@@ -128,7 +131,7 @@ def _model_parts(message: Message) -> list[dict[str, Any]]:
                 signature=signature if isinstance(signature, str) else None,
             )
         )
-    if text_signature and not message.content:
+    if text_signature and not text:
         # A signature that came on an empty text part (Gemini streams it last).
         parts.append(_text_part("", text_signature))
     return parts
@@ -157,8 +160,9 @@ def to_gemini_contents(
     calls: dict[str, tuple[str, bool]] = {}  # call id -> (name, id came from Gemini)
     for m in messages:
         if m.role == "system":
-            if m.content:
-                system_parts.append(m.content)
+            text = text_only(m, "gemini")
+            if text:
+                system_parts.append(text)
             continue
         if m.role == "assistant":
             role = "model"

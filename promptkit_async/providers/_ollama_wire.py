@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 from ._arguments import arguments_object, arguments_text
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ __all__ = ["OllamaLineParser", "to_ollama_messages"]
 
 
 def _text_message(role: str, message: Message) -> dict[str, Any]:
-    return {"role": role, "content": message.content}
+    return {"role": role, "content": text_only(message, "ollama")}
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:

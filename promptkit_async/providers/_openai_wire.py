@@ -19,7 +19,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -46,11 +46,25 @@ def to_openai_messages(messages: Sequence[Message], system: str | None) -> list[
             continue
         if m.role != "system":
             leading = False
-        item = m.to_dict()
-        if m.tool_calls and not m.content:
-            item["content"] = None  # what the API itself returns for a pure tool call
-        out.append(item)
+        out.append(_wire_message(m))
     return out
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    text = text_only(m, "openai")
+    item: dict[str, Any] = {"role": m.role, "content": text}
+    if m.tool_calls:
+        item["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+        if not text:
+            item["content"] = None  # what the API itself returns for a pure tool call
+    if m.tool_call_id is not None:
+        item["tool_call_id"] = m.tool_call_id
+    if m.name is not None:
+        item["name"] = m.name
+    return item
 
 
 class _CallBuffer:

@@ -19,7 +19,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -54,7 +54,7 @@ def _message_item(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _input_content(message: Message) -> list[dict[str, Any]]:
     """The content parts of a user (or system) message."""
-    return [_input_text(message.content)]
+    return [_input_text(text_only(message, "openai responses"))]
 
 
 def _function_call_item(call: ToolCall) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def _function_call_output_item(message: Message) -> dict[str, Any]:
     return {
         "type": "function_call_output",
         "call_id": message.tool_call_id,
-        "output": message.content,
+        "output": text_only(message, "openai responses"),
     }
 
 
@@ -101,8 +101,9 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 items.append(_function_call_output_item(m))
         elif m.role == "assistant":
             items.extend(_reasoning_items(m))
-            if m.content:
-                items.append(_message_item("assistant", [_output_text(m.content)]))
+            text = text_only(m, "openai responses")
+            if text:
+                items.append(_message_item("assistant", [_output_text(text)]))
             for call in m.tool_calls:
                 calls_seen.add(call.id)
                 items.append(_function_call_item(call))

@@ -49,7 +49,7 @@ def echo_reply(messages: Sequence[Message]) -> str:
 
     It makes memory visible in a demo: turn 2 quotes turn 1.
     """
-    said = [m.content for m in messages if m.role == "user"]
+    said = [m.text for m in messages if m.role == "user"]
     if not said:
         return "Hello! Tell me something and I will remember it."
     last = _quote(said[-1])
@@ -155,7 +155,7 @@ class ScriptedProvider(AsyncResource):
             return frame([{"index": 0, "delta": fields, "finish_reason": None}])
 
         yield delta(role="assistant", content=""), False
-        pieces = self._pieces(reply.content)
+        pieces = self._pieces(reply.text)
         for piece in pieces:
             yield delta(content=piece), True
         for index, call in enumerate(reply.tool_calls):
@@ -191,7 +191,7 @@ class ScriptedProvider(AsyncResource):
             raise ProviderError("ScriptedProvider is closed")
         self.calls.append(ScriptedCall(tuple(messages), system))
         reply = self._next_reply(messages)
-        prompt_words = sum(len(m.content.split()) for m in messages)
+        prompt_words = sum(len(m.text.split()) for m in messages)
         if system:
             prompt_words += len(system.split())
         decoder = SSEDecoder()

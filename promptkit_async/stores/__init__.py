@@ -3,6 +3,7 @@
 from .._exports import publish as _publish
 from ._contract import Lease as Lease
 from ._contract import Store as Store
+from ._contract import SupportsHistory as SupportsHistory
 from ._contract import SupportsLeases as SupportsLeases
 from ._contract import SupportsLocks as SupportsLocks
 from ._contract import SupportsTurns as SupportsTurns
@@ -19,6 +20,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "Store",
+    "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
     "SupportsTurns",

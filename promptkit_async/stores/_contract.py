@@ -14,6 +14,8 @@ forwarding it:
   interrupted mid-commit settles it instead of guessing.
 - :class:`SupportsLeases`: a lease per session across processes, and fenced
   commits (``Turn.fence``): a holder whose lease was lost cannot write.
+- :class:`SupportsHistory`: the kept history for a UI: pages older than a
+  message id, a count, and a whole conversation restored at once (an import).
 
 A session checks these once per store, never per call, and passes a store
 nothing its protocols do not declare.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Lease",
     "Store",
+    "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
     "SupportsTurns",
@@ -56,9 +59,10 @@ class Store(Protocol):
 
     No base class is needed. ``append`` must be atomic (all messages or none),
     must append rather than rewrite (so that concurrent writers from several
-    processes never lose each other's messages), must cap the stored list to
-    the newest ``max_messages`` and refresh the sliding ``ttl`` (``None``: keep
-    forever). A store that receives the same ``turn_id`` twice applies it once.
+    processes never lose each other's messages), must keep at most its own
+    retention (and ``max_messages`` when given) and refresh the sliding ``ttl``
+    (``None``: keep forever). A store that receives the same ``turn_id`` twice
+    applies it once. A store that gives messages ids and times does so here.
 
     Raises (all of them):
         InvalidSessionId: the id is empty, not a str, or too long.
@@ -123,8 +127,9 @@ class Turn(_TurnFields):
             once, so a re-sent commit never duplicates a turn.
         ttl: the sliding expiry refreshed by the write, in seconds (None:
             keep forever). Given as a timedelta or int, it is normalised.
-        max_messages: cap the stored history to the newest this many (None:
-            no cap).
+        max_messages: an extra cap on the stored history for this write, below
+            the store's own retention (None: the store's retention only). A
+            session never sets it: its window deletes nothing.
         fence: a lease token (see :class:`SupportsLeases`): the write happens
             only if that lease is still held; None writes unfenced.
 
@@ -196,8 +201,8 @@ class SupportsTurns(Protocol):
     copy of the commit still in flight can never apply afterwards.
     """
 
-    async def commit(self, turn: Turn) -> None:
-        """Write ``turn`` once.
+    async def commit(self, turn: Turn) -> Sequence[Message] | None:
+        """Write ``turn`` once; the messages as stored (with their ids and times), or None.
 
         Raises:
             StoreUnavailable: nothing was written (``.unsaved``).
@@ -254,4 +259,35 @@ class SupportsLeases(Protocol):
             SessionBusy: another holder kept it for the whole timeout.
             StoreUnavailable: the store could not be reached.
         """
+        ...
+
+
+@runtime_checkable
+class SupportsHistory(Protocol):
+    """The kept history, for a UI: pages by message id, a count, and restores.
+
+    ``load(session_id, limit, before=id)`` returns, oldest first, the
+    ``limit`` kept messages just older than the message with that id, so that
+    paging back from the newest visits every kept message once.
+    """
+
+    async def load(
+        self, session_id: str, limit: int | None = None, *, before: str | None = None
+    ) -> list[Message]:
+        """Raises MessageNotFound when no kept message has the id ``before``."""
+        ...
+
+    async def count(self, session_id: str) -> int:
+        """How many messages the session keeps."""
+        ...
+
+    async def restore(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        replace: bool = False,
+        ttl: TTL = DEFAULT_TTL,
+    ) -> list[Message]:
+        """Write a whole conversation at once; raises SessionExists unless ``replace``."""
         ...

@@ -1,8 +1,9 @@
 """MemoryStore: the embedded store for development, tests and demos.
 
-Same semantics as :class:`RedisStore` (append-only, capped, sliding TTL,
-idempotent turn ids) with no I/O, so that code tested against it behaves the
-same in production. State is per instance, never module-global.
+Same semantics as :class:`RedisStore` (append-only, retention cap, sliding
+TTL, idempotent turn ids, ids and times given at commit) with no I/O, so that
+code tested against it behaves the same in production. State is per
+instance, never module-global.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .._config import check_limit, check_session_id
-from .._exceptions import StoreUnavailable
+from .._codec import id_number, time_of
+from .._config import DEFAULT_MAX_STORED, DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from .._exceptions import MessageNotFound, SessionExists, StoreUnavailable
+from .._messages import message_bytes, stamped
 from .._metrics import StateMetrics
-from ._shared import BaseStore
+from ._shared import BaseStore, check_before, restored
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from .._messages import Message
+    from .._types import TTL
     from ._contract import Turn, TurnOutcome
 
 
@@ -31,20 +35,28 @@ _TURN_MEMORY = 64
 
 
 def _approx_size(message: Message) -> int:
-    """Roughly the bytes the stored record takes (the text plus record framing)."""
-    size = 24 + len(message.content)
-    if message.tool_calls:
-        for call in message.tool_calls:
-            size += 12 + len(call.id) + len(call.name) + len(call.arguments)
+    """Roughly the bytes the stored record takes (the content plus record framing)."""
+    size = 40 + message_bytes(message)
+    for call in message.tool_calls:
+        size += 12 + len(call.id)
     return size
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class _History:
-    __slots__ = ("expires_at", "messages", "size", "turns")
+    __slots__ = ("expires_at", "last", "last_ms", "messages", "next_id", "size", "turns")
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.expires_at: float | None = None
+        # Ids count up per session; a commit's time never goes below the last.
+        self.next_id = 0
+        self.last_ms = 0
+        # The last turn's id and its messages as stored: what a re-send returns.
+        self.last: tuple[str, tuple[Message, ...]] = ("", ())
         # Recent turn ids, oldest first: True applied, False aborted (a dict for
         # O(1) checks; insertion order is the age order).
         self.turns: dict[str, bool] = {}
@@ -64,16 +76,27 @@ class MemoryStore(BaseStore):
     and is decided the moment it is made.
 
     Args:
-        clock: a monotonic clock in seconds, replaceable in tests to move
-            time forward without sleeping.
+        max_stored: messages kept per session, newest kept (None: unlimited);
+            trimmed inside each commit.
+        clock: a monotonic clock in seconds for expiry, replaceable in tests
+            to move time forward without sleeping.
+        wall_clock: the time messages are stamped with, in ms since the epoch.
         observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
     """
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, observers: Sequence[object] = ()
+        self,
+        *,
+        max_stored: int | None = DEFAULT_MAX_STORED,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = _now_ms,
+        observers: Sequence[object] = (),
     ) -> None:
+        check_limit("max_stored", max_stored)
         super().__init__(observers=observers)
+        self._max_stored = max_stored
         self._clock = clock
+        self._wall_clock = wall_clock
         self._data: dict[str, _History] = {}
         # (expires_at, session id) of every write with a TTL, earliest first:
         # expired sessions are swept from the top in O(log n) each, whatever mix
@@ -86,6 +109,11 @@ class MemoryStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._data)})"
+
+    @property
+    def max_stored(self) -> int | None:
+        """Messages kept per session (newest kept; None: unlimited)."""
+        return self._max_stored
 
     async def aclose(self) -> None:
         self._closed = True
@@ -120,23 +148,44 @@ class MemoryStore(BaseStore):
             ]
             heapq.heapify(self._expiry)
 
-    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
-        """The newest ``limit`` messages (all when None), oldest first."""
+    async def load(
+        self, session_id: str, limit: int | None = None, *, before: str | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first.
+
+        With ``before`` (a message id), the ``limit`` kept messages just older
+        than that message.
+
+        Raises:
+            MessageNotFound: no kept message has the id ``before``.
+        """
         session_id = check_session_id(session_id)
         check_limit("limit", limit, minimum=0)
         started = perf_counter()
         hist = self._live(session_id, self._clock())
-        if hist is None:
-            window: list[Message] = []
-        elif limit is None:
-            window = hist.messages.copy()
+        stored = hist.messages if hist is not None else []
+        end = len(stored)
+        if before is not None:
+            end = _position(stored, check_before(before), hist)
+            if end < 0:
+                raise MessageNotFound(session_id, before)
+        if limit is None:
+            window = stored[:end]
         else:
-            window = hist.messages[-limit:] if limit else []
+            window = stored[max(0, end - limit) : end] if limit else []
         self._instruments.loaded(session_id, started, len(window))
         return window
 
-    async def commit(self, turn: Turn) -> None:
-        """Append ``turn`` atomically unless its turn id was applied or aborted before."""
+    async def count(self, session_id: str) -> int:
+        """How many messages the session keeps (0 if none)."""
+        hist = self._live(check_session_id(session_id), self._clock())
+        return 0 if hist is None else len(hist.messages)
+
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:
+        """Append ``turn`` atomically unless its turn id was applied or aborted before.
+
+        Returns the messages as stored, with their ids and time.
+        """
         if turn.fence is not None:
             raise TypeError("MemoryStore has no leases: a fenced turn cannot be written here")
         started = perf_counter()
@@ -149,8 +198,9 @@ class MemoryStore(BaseStore):
             hist = self._data[session_id] = _History()
         else:
             seen = hist.turns.get(turn.turn_id)
-            if seen:
-                return  # a re-sent commit of a turn already applied
+            if seen:  # a re-sent commit of a turn already applied
+                last_turn, last_stored = hist.last
+                return last_stored if last_turn == turn.turn_id else batch
             if seen is not None:
                 raise StoreUnavailable(
                     f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
@@ -158,15 +208,26 @@ class MemoryStore(BaseStore):
                     unsaved=batch,
                 )
         hist.remember(turn.turn_id, True)
+        ms = self._wall_clock()
+        if ms < hist.last_ms:
+            ms = hist.last_ms
+        hist.last_ms = ms
+        when = time_of(ms)
+        first = hist.next_id
+        batch = tuple(stamped(m, str(first + i), when) for i, m in enumerate(batch))
+        hist.next_id = first + len(batch)
+        hist.last = (turn.turn_id, batch)
         added = 0
         for m in batch:
             added += _approx_size(m)
         stored = hist.messages
         stored.extend(batch)
         removed_count = 0
-        max_messages = turn.max_messages
-        if max_messages is not None and len(stored) > max_messages:
-            removed_count = len(stored) - max_messages
+        cap = self._max_stored
+        if turn.max_messages is not None and (cap is None or turn.max_messages < cap):
+            cap = turn.max_messages
+        if cap is not None and len(stored) > cap:
+            removed_count = len(stored) - cap
             added -= sum(_approx_size(m) for m in stored[:removed_count])
             del stored[:removed_count]
         hist.size += added
@@ -178,6 +239,43 @@ class MemoryStore(BaseStore):
             hist.expires_at = now + turn.ttl
             self._schedule(session_id, hist.expires_at)
         self._instruments.saved(session_id, started, len(batch))
+        return batch
+
+    async def restore(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        replace: bool = False,
+        ttl: TTL = DEFAULT_TTL,
+    ) -> list[Message]:
+        """Write a whole conversation (an import); the messages as stored.
+
+        Raises:
+            SessionExists: the session has history and ``replace`` is false.
+            InvalidMessage: ids or times that cannot be kept as given.
+        """
+        session_id = check_session_id(session_id)
+        seconds = ttl_seconds(ttl)
+        now = self._clock()
+        self._sweep(now)
+        if self._live(session_id, now) is not None and not replace:
+            raise SessionExists(session_id)
+        stored, times, next_id = restored(messages, self._max_stored, self._wall_clock())
+        self._drop(session_id)
+        if not stored:
+            return []
+        hist = self._data[session_id] = _History()
+        hist.messages.extend(stored)
+        hist.next_id = next_id
+        hist.last_ms = times[-1]
+        hist.size = sum(_approx_size(m) for m in stored)
+        self._bytes_total += hist.size
+        self._messages_total += len(stored)
+        if seconds is not None:
+            hist.expires_at = now + seconds
+            self._schedule(session_id, hist.expires_at)
+        return list(stored)
 
     async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
         """Applied if the turn id was committed; else it is marked aborted for good."""
@@ -238,3 +336,16 @@ class MemoryStore(BaseStore):
             sampled=active,
             exact=True,
         )
+
+
+def _position(stored: list[Message], message_id: str, hist: _History | None) -> int:
+    """Where the message with ``message_id`` is in ``stored`` (-1: not kept)."""
+    number = id_number(message_id)
+    if hist is not None and number is not None:
+        at = number - (hist.next_id - len(stored))
+        if 0 <= at < len(stored) and stored[at].id == message_id:
+            return at
+    for at, message in enumerate(stored):
+        if message.id == message_id:
+            return at
+    return -1

@@ -13,9 +13,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING
 
+from .._codec import EPOCH, id_number, ms_of, time_of
 from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from .._exceptions import InvalidMessage
 from .._ids import new_turn_id
 from .._locks import LockRegistry
+from .._messages import Message, stamped
 from .._metrics import Instruments
 from .._resources import AsyncResource
 from ._contract import Turn
@@ -23,12 +26,78 @@ from ._contract import Turn
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from .._messages import Message
     from .._metrics import StateMetrics
     from .._types import TTL
     from ._contract import TurnOutcome
 
-__all__ = ["BaseStore"]
+__all__ = ["BaseStore", "check_before", "restored"]
+
+
+def check_before(before: object) -> str:
+    if type(before) is not str or not before:
+        raise TypeError(f"before must be a message id (a non-empty str), got {before!r}")
+    return before
+
+
+def restored(
+    messages: Sequence[Message], max_stored: int | None, now_ms: int
+) -> tuple[tuple[Message, ...], tuple[int, ...], int]:
+    """What a restore writes: the messages stamped, their times in ms, and the next id.
+
+    Messages without ids are numbered from 0; messages with ids keep them if
+    they are the consecutive numbers a store gives (what an export holds).
+    Times are kept (to the ms, the stored precision) and must not go back;
+    a message without one gets the previous one's, or ``now_ms``. Only the
+    newest ``max_stored`` are kept, as a commit would.
+
+    Raises:
+        InvalidMessage: not messages, ids of both kinds or not consecutive, or
+            times that go back or precede 1970.
+    """
+    batch = tuple(messages)
+    for i, m in enumerate(batch):
+        if not isinstance(m, Message):
+            raise InvalidMessage(f"messages[{i}] is {type(m).__name__}, not a Message")
+    given = [m.id for m in batch]
+    if all(i is None for i in given):
+        ids = [str(n) for n in range(len(batch))]
+        start = 0
+    elif any(i is None for i in given):
+        raise InvalidMessage(
+            "restore needs ids on every message or on none (none: they are numbered anew)"
+        )
+    else:
+        ids = [str(i) for i in given]
+        numbers = [id_number(i) for i in ids]
+        first = numbers[0]
+        if first is None or any(n != first + k for k, n in enumerate(numbers)):
+            raise InvalidMessage(
+                "restore keeps message ids only when they are consecutive numbers, as a "
+                "store gives them; clear them to number the messages anew "
+                "([m.replace(id=None) for m in messages])"
+            )
+        start = first
+    times: list[int] = []
+    last = 0
+    for i, m in enumerate(batch):
+        if m.created_at is None:
+            ms = max(last, now_ms)
+        else:
+            ms = ms_of(m.created_at)
+            if ms < 0:
+                raise InvalidMessage(f"messages[{i}].created_at is before {EPOCH.isoformat()}")
+            if ms < last:
+                raise InvalidMessage(
+                    f"messages[{i}].created_at goes back in time: a conversation is stored "
+                    "in the order it happened"
+                )
+        times.append(ms)
+        last = ms
+    if max_stored is not None and len(batch) > max_stored:
+        drop = len(batch) - max_stored
+        batch, ids, times = batch[drop:], ids[drop:], times[drop:]
+    out = tuple(stamped(m, i, time_of(t)) for m, i, t in zip(batch, ids, times, strict=True))
+    return out, tuple(times), start + len(given)
 
 
 class BaseStore(AsyncResource):
@@ -71,12 +140,30 @@ class BaseStore(AsyncResource):
     # -- the contract ------------------------------------------------------------
 
     @abstractmethod
-    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
-        """The newest ``limit`` messages (all when None), oldest first."""
+    async def load(
+        self, session_id: str, limit: int | None = None, *, before: str | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first; older than
+        the message with id ``before`` when given."""
 
     @abstractmethod
-    async def commit(self, turn: Turn) -> None:
-        """Write ``turn`` atomically, at most once per turn id."""
+    async def count(self, session_id: str) -> int:
+        """How many messages the session keeps (0 if none)."""
+
+    @abstractmethod
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:
+        """Write ``turn`` atomically, at most once per turn id; the messages as stored."""
+
+    @abstractmethod
+    async def restore(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        replace: bool = False,
+        ttl: TTL = DEFAULT_TTL,
+    ) -> list[Message]:
+        """Write a whole conversation (an import), as one atomic step."""
 
     @abstractmethod
     async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:

@@ -68,7 +68,7 @@ async def check_conversations(
         assert [m.content for m in users] == texts[: len(users)], session_id
         for user, reply in zip(users, replies, strict=True):
             # The scripted echo quotes the message it answers: the pair belongs together.
-            assert reply.content.startswith(f'You said: "{user.content}".'), (user, reply)
+            assert reply.text.startswith(f'You said: "{user.text}".'), (user, reply)
         if complete:
             assert len(users) == len(texts), session_id
         turns[session_id] = len(users)

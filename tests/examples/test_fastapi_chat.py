@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,7 @@ SLOW_WORDS = 500
 
 def _reply(messages: Sequence[Message]) -> str:
     """Names the question and how much history came with it; "slow..." gets a long reply."""
-    question = messages[-1].content
+    question = messages[-1].text
     if question.startswith("slow"):
         return " ".join(f"w{i}" for i in range(SLOW_WORDS))
     return f"re[{question}] after {len(messages) - 1}"
@@ -179,6 +180,11 @@ async def history(client: httpx.AsyncClient, base: str, session_id: str) -> list
     body = r.json()
     assert body["session_id"] == session_id
     messages: list[dict[str, Any]] = body["messages"]
+    for m in messages:  # every stored message has its id and time, and replies their details
+        assert isinstance(m.pop("id"), str)
+        assert datetime.fromisoformat(m.pop("created_at")).utcoffset() is not None
+        if m["role"] == "assistant":
+            assert m.pop("metadata")["finish_reason"] == "stop"
     return messages
 
 
@@ -531,7 +537,7 @@ async def test_provider_failure_mid_stream_ends_with_an_error_event(
 class _LosesCommitReplies(MemoryStore):
     """Stores each turn, then reports that the commit's reply was lost."""
 
-    async def commit(self, turn: Turn) -> None:
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:
         await super().commit(turn)
         raise CommitOutcomeUnknown(
             "reply lost", session_id=turn.session_id, turn_id=turn.turn_id, unsaved=turn.messages

@@ -73,13 +73,12 @@ async def test_nothing_staged_writes_nothing(store: BaseStore) -> None:
     assert not await store.exists("quiet")
 
 
-async def test_trims_in_storage_and_on_load(store: BaseStore) -> None:
+async def test_the_window_trims_what_is_sent_never_what_is_kept(store: BaseStore) -> None:
     await store.append("t", [u(str(i)) for i in range(30)], max_messages=None)
     async with Session(store, "t", max_messages=5) as s:
         assert [m.content for m in s.history] == ["25", "26", "27", "28", "29"]
         s.add(u("30"))
-    # storage is capped to max_messages by the commit
-    assert [m.content for m in await store.load("t")] == ["26", "27", "28", "29", "30"]
+    assert [m.content for m in await store.load("t")] == [str(i) for i in range(31)]
     assert [m.content for m in await store.load("t", limit=2)] == ["29", "30"]
 
 
@@ -118,7 +117,7 @@ async def test_system_prompt_is_sent_first_and_never_stored(store: BaseStore) ->
             assert all(m.role != "system" for m in s.history)
             s.add(u(f"q{i}"), a(f"a{i}"))
     stored = await store.load("sys")
-    assert [m.content for m in stored] == ["q2", "a2"]
+    assert [m.content for m in stored] == ["q0", "a0", "q1", "a1", "q2", "a2"]
 
 
 async def test_ttl_set_on_write(store: BaseStore) -> None:

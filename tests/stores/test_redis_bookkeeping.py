@@ -177,4 +177,4 @@ async def test_the_near_cache_under_real_eviction_pressure_is_never_stale(
 def _text(record: bytes | str) -> str:
     from promptkit_async._codec import decode_message
 
-    return decode_message(record, session_id="s", index=0).content
+    return decode_message(record, session_id="s", index=0).text

@@ -19,17 +19,18 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._codec import encode_message
+from ..._codec import encode_message, time_of
 from ..._exceptions import (
     CommitOutcomeUnknown,
     LockLost,
     StoreRejected,
     StoreUnavailable,
 )
+from ..._messages import stamped
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
 from ._link import client_retries
-from ._replies import commit_reply, status
+from ._replies import commit_reply, last_turn_reply, status
 from ._scripts import COMMIT, RESOLVE, TURN_STATUS
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ _KNOWN: Final = frozenset((1, -1, 0))
 class Committer:
     """Commits turns and settles them; extends the near cache after our own commits."""
 
-    __slots__ = ("_cache", "_index", "_link", "_max_bytes", "compress_above")
+    __slots__ = ("_cache", "_index", "_link", "_max_bytes", "compress_above", "max_stored")
 
     def __init__(
         self,
@@ -69,20 +70,30 @@ class Committer:
         index: SessionIndex,
         compress_above: int | None,
         max_record_bytes: int,
+        max_stored: int | None,
     ) -> None:
         self._link = link
         self._cache = cache
         self._index = index
         self.compress_above = compress_above
         self._max_bytes = max_record_bytes
+        self.max_stored = max_stored
 
-    async def commit(self, turn: Turn) -> None:
+    def cap(self, turn_cap: int | None) -> int | None:
+        """What a commit keeps: the store's retention, or the turn's own cap if lower."""
+        kept = self.max_stored
+        if turn_cap is not None and (kept is None or turn_cap < kept):
+            return turn_cap
+        return kept
+
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:
+        """Write ``turn``; the messages as stored (with ids and times when known)."""
         session_id = turn.session_id
         batch = turn.messages
         compress, limit = self.compress_above, self._max_bytes
         entries = [encode_message(m, compress_above=compress, max_bytes=limit) for m in batch]
         prefix = self._link.prefix
-        keys: tuple[bytes, ...] = _keys.session_keys(prefix, session_id)
+        keys: tuple[bytes, ...] = _keys.stored_keys(prefix, session_id)
         if turn.fence:
             # Only when fenced: during a Cluster slot migration, a declared key
             # that exists on neither node (a lease nobody holds) makes Redis
@@ -92,9 +103,10 @@ class Committer:
         if index is not None:
             keys += (index,)
         ttl = turn.ttl
+        cap = self.cap(turn.max_messages)
         args = [
             turn.turn_id,
-            turn.max_messages or 0,
+            cap or 0,
             0 if ttl is None else max(1, int(ttl * 1000)),
             TURN_MEMORY,
             turn.fence or "",
@@ -102,7 +114,7 @@ class Committer:
             "0",  # set to "1" for the store's own re-sends (see _send)
             *entries,
         ]
-        outcome, previous, before = await self._send(turn, keys, args)
+        outcome, previous, before, first, ms = await self._send(turn, keys, args)
         if outcome == _ABORTED:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
@@ -118,14 +130,17 @@ class Committer:
                 session_id=session_id,
                 unsaved=batch,
             )
+        stored = batch
+        if first >= 0:
+            when = time_of(ms)
+            stored = tuple(stamped(m, str(first + i), when) for i, m in enumerate(batch))
         if outcome == _APPLIED and self._cache.size:
-            self._cache.advance(
-                session_id, previous, before, turn.turn_id, batch, turn.max_messages
-            )
+            self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
+        return stored
 
     async def _send(
         self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
-    ) -> tuple[int, str, int]:
+    ) -> tuple[int, str, int, int, int]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
         connection failed; decide the outcome when no attempt got a reply."""
         link = self._link
@@ -170,7 +185,22 @@ class Committer:
             ) from last
         # Settled by id: the version before it is unknown, so the near cache must
         # not extend its window (no entry has version "" and length -1).
-        return await self._resolve(turn, last), "", -1
+        settled = await self._resolve(turn, last)
+        first, ms = -1, -1
+        if settled == _APPLIED:
+            first, ms = await self._last_turn(turn, keys[2])
+        return settled, "", -1, first, ms
+
+    async def _last_turn(self, turn: Turn, meta: bytes) -> tuple[int, int]:
+        """The first id and time of ``turn`` if it is the session's last one (else -1s):
+        how a commit settled by id still returns its messages' ids."""
+        try:
+            reply = await self._link.client.execute_command("HMGET", meta, "lt", "lf", "lm")
+            return last_turn_reply(reply, turn.turn_id)
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
+            return -1, -1  # applied; only its ids are unknown
 
     async def _resolve(self, turn: Turn, cause: BaseException) -> int:
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""

@@ -19,6 +19,7 @@ import re
 __all__ = [
     "HISTORY",
     "LEASE",
+    "META",
     "TURNS",
     "decode_id",
     "encode_id",
@@ -28,11 +29,13 @@ __all__ = [
     "key_parts",
     "parse_key",
     "session_keys",
+    "stored_keys",
 ]
 
 HISTORY = "h"  # list of encoded messages, oldest first
 TURNS = "t"  # sorted set of recent turn ids (exactly-once commits)
 LEASE = "l"  # distributed lease token
+META = "m"  # hash: the next message id, the last commit's time and turn (see _scripts)
 
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -61,6 +64,12 @@ def session_keys(prefix: str, session_id: str) -> tuple[bytes, bytes]:
     """The history and turns keys of a session: the two every commit touches."""
     head = f"{prefix}:{{{encode_id(session_id)}}}:"
     return (head + HISTORY).encode(), (head + TURNS).encode()
+
+
+def stored_keys(prefix: str, session_id: str) -> tuple[bytes, bytes, bytes]:
+    """The history, turns and meta keys: what a commit writes and a delete erases."""
+    head = f"{prefix}:{{{encode_id(session_id)}}}:"
+    return (head + HISTORY).encode(), (head + TURNS).encode(), (head + META).encode()
 
 
 def index_key(prefix: str) -> bytes:

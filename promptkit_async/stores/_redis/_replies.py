@@ -18,6 +18,7 @@ __all__ = [
     "figures",
     "flag",
     "integer",
+    "last_turn_reply",
     "load_if_changed_reply",
     "status",
     "text",
@@ -78,15 +79,34 @@ def entries(command: str, value: object) -> list[Any]:
 _COMMIT_STATUSES = frozenset((1, 0, -1, -2, -3))
 
 
-def commit_reply(value: object) -> tuple[int, str, int]:
-    """The commit script's ``{status, previous version, history length before}``."""
-    if type(value) is list and len(value) == 3:
+def commit_reply(value: object) -> tuple[int, str, int, int, int]:
+    """The commit script's ``{status, previous version, history length before, first id,
+    time in ms}`` (the last two -1 when unknown)."""
+    if type(value) is list and len(value) == 5:
+        first, ms = integer("the commit", value[3]), integer("the commit", value[4])
+        if first < -1 or ms < -1 or (first < 0) != (ms < 0):
+            raise BadReply("the commit", value)
         return (
             status("the commit", value[0], _COMMIT_STATUSES),
             text("the commit", value[1]),
             integer("the commit", value[2]),
+            first,
+            ms,
         )
     raise BadReply("the commit", value)
+
+
+def last_turn_reply(value: object, turn_id: str) -> tuple[int, int]:
+    """``HMGET meta lt lf lm``: the first id and time of ``turn_id`` if it was the last turn."""
+    if type(value) is not list or len(value) != 3:
+        raise BadReply("HMGET", value)
+    if value[0] is None or text("HMGET", value[0]) != turn_id:
+        return -1, -1
+    try:
+        first, ms = int(text("HMGET", value[1])), int(text("HMGET", value[2]))
+    except ValueError:
+        raise BadReply("HMGET", value) from None
+    return (first, ms) if first >= 0 and ms >= 0 else (-1, -1)
 
 
 def load_if_changed_reply(value: object) -> tuple[str, int, list[Any] | None]:

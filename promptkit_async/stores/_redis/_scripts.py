@@ -24,9 +24,11 @@ __all__ = [
     "DELETE",
     "INDEX_STATS",
     "LOAD_IF_CHANGED",
+    "PAGE",
     "RELEASE",
     "RENEW",
     "RESOLVE",
+    "RESTORE",
     "Script",
     "TURN_STATUS",
 ]
@@ -62,25 +64,86 @@ local function record(turns, member, memory)
 end
 """
 
-# KEYS: history, turns[, lease if fenced][, index]
+# The live-session index (standalone only): a member scored by when it
+# expires. A new index expires like its sessions; one without a TTL already
+# holds a session kept forever, and keeps none.
+_INDEX = b"""
+local function touch(index, member, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  if ttl > 0 then
+    local fresh = redis.call('EXISTS', index) == 0
+    redis.call('ZADD', index, now + ttl, member)
+    local left = redis.call('PTTL', index)
+    if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttl) end
+  else
+    redis.call('ZADD', index, '+inf', member)
+    redis.call('PERSIST', index)
+  end
+end
+"""
+
+# Message ids and times. Every stored element is the payload the client sent
+# behind a header the commit adds: "\0" "2" <ms> " " <id> "\n" (see _codec).
+# Ids count up from 0 per session, kept in the meta hash as 'n' (the next
+# id); 't' is the last commit's time, which the next one never goes below (a
+# failover to a node whose clock is behind cannot reorder a conversation).
+# A meta hash that is gone while the history is not (evicted) is rebuilt from
+# the newest element's header; a history of 0.1.0 (format 1, no headers) is
+# given them once: ids by position, time 0.
+_STAMPS = b"""
+local MARK = string.char(0) .. '2'
+local function stamp(raw)
+  if raw and string.sub(raw, 1, 2) == MARK then
+    local ms, seq = string.match(raw, '^(%d+) (%d+)', 3)
+    if seq then return tonumber(seq), tonumber(ms) end
+  end
+  return nil
+end
+local function recover(history, length)
+  local seq, ms = stamp(redis.call('LINDEX', history, -1))
+  if seq then return seq + 1, ms end
+  local old = redis.call('LRANGE', history, 0, -1)
+  local out = {}
+  for i, raw in ipairs(old) do
+    if stamp(raw) then out[i] = raw else out[i] = MARK .. '0 ' .. (i - 1) .. '\\n' .. raw end
+  end
+  redis.call('DEL', history)
+  for i = 1, #out, 500 do redis.call('RPUSH', history, unpack(out, i, math.min(i + 499, #out))) end
+  return length, 0
+end
+"""
+
+# KEYS: history, turns, meta[, lease if fenced][, index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
 #       fence token ('' = none), index member ('' = none), re-send ('1': an
-#       earlier copy of this commit may have run), entries...
+#       earlier copy of this commit may have run), payloads...
 # Entries are pushed 500 at a time: Lua's unpack() has a stack limit.
-# Returns {status, previous version, history length before}: 1 applied now,
-# 0 already applied, -1 aborted earlier (never applies), -2 the fencing lease
-# is not held, -3 not applied because it cannot tell: a re-sent commit finds
-# a history whose turn ids are gone (evicted), so its first copy may have run.
+# Returns {status, previous version, history length before, first id, ms}:
+# status 1 applied now; 0 already applied (the first id and time are those
+# of that copy when it was the session's last turn, else -1); -1 aborted
+# earlier (never applies); -2 the fencing lease is not held; -3 not applied
+# because it cannot tell: a re-sent commit finds a history whose turn ids
+# are gone (evicted), so its first copy may have run.
 _COMMIT = (
     _VERSIONS
+    + _INDEX
+    + _STAMPS
     + b"""
-local turns = KEYS[2]
-local before = redis.call('LLEN', KEYS[1])
-if redis.call('ZSCORE', turns, ARGV[1]) then return {0, '', before} end
-if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, '', before} end
-if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-2, '', before} end
+local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
+local before = redis.call('LLEN', history)
+if redis.call('ZSCORE', turns, ARGV[1]) then
+  local last = redis.call('HMGET', meta, 'lt', 'lf', 'lm')
+  if last[1] == ARGV[1] then return {0, '', before, tonumber(last[2]), tonumber(last[3])} end
+  return {0, '', before, -1, -1}
+end
+if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, '', before, -1, -1} end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[5] then
+  return {-2, '', before, -1, -1}
+end
 local known = redis.call('EXISTS', turns) == 1
-if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before} end
+if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before, -1, -1} end
 local prev = known and version(turns) or ''
 local index = ARGV[6] ~= '' and KEYS[#KEYS] or nil
 if index then
@@ -91,38 +154,92 @@ if index then
     return redis.error_reply('WRONGTYPE the session index is not a sorted set')
   end
 end
+local m = redis.call('HMGET', meta, 'n', 't')
+local seq, last = tonumber(m[1]), tonumber(m[2])
+if not seq then
+  if before > 0 then seq, last = recover(history, before) else seq, last = 0, 0 end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if last and now < last then now = last end
+local first = seq
+local head = MARK .. string.format('%d', now) .. ' '
 local n = #ARGV
-for i = 8, n, 500 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 499, n)))
+local batch = {}
+for i = 8, n do
+  batch[#batch + 1] = head .. seq .. '\\n' .. ARGV[i]
+  seq = seq + 1
+  if #batch == 500 or i == n then
+    redis.call('RPUSH', history, unpack(batch))
+    batch = {}
+  end
 end
 local cap = tonumber(ARGV[2])
-if cap > 0 then redis.call('LTRIM', KEYS[1], -cap, -1) end
+if cap > 0 then redis.call('LTRIM', history, -cap, -1) end
+redis.call('HSET', meta, 'n', seq, 't', string.format('%d', now), 'lt', ARGV[1], 'lf', first,
+  'lm', string.format('%d', now))
 record(turns, ARGV[1], tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', history, ttl)
   redis.call('PEXPIRE', turns, ttl)
+  redis.call('PEXPIRE', meta, ttl)
 else
-  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', history)
   redis.call('PERSIST', turns)
+  redis.call('PERSIST', meta)
 end
-if index then
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  if ttl > 0 then
-    -- A new index expires like its sessions; one without a TTL already holds
-    -- a session kept forever, and keeps none.
-    local fresh = redis.call('EXISTS', index) == 0
-    redis.call('ZADD', index, now + ttl, ARGV[6])
-    local left = redis.call('PTTL', index)
-    if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttl) end
-  else
-    redis.call('ZADD', index, '+inf', ARGV[6])
-    redis.call('PERSIST', index)
-  end
+if index then touch(index, ARGV[6], ttl) end
+return {1, prev, before, first, now}
+"""
+)
+
+# KEYS: history, meta. ARGV: the id's number, how many older to return
+# (0: all). The elements from the newest `limit` older than the position that
+# id has if ids are contiguous, through that position itself, for the caller
+# to check that it is the message asked for ({} if no such position).
+_PAGE = (
+    _STAMPS
+    + b"""
+local length = redis.call('LLEN', KEYS[1])
+if length == 0 then return {} end
+local nextseq = tonumber(redis.call('HGET', KEYS[2], 'n'))
+local base
+if nextseq then base = nextseq - length else
+  base = stamp(redis.call('LINDEX', KEYS[1], 0)) or 0
 end
-return {1, prev, before}
+local at = tonumber(ARGV[1]) - base
+if at < 0 or at >= length then return {} end
+local limit = tonumber(ARGV[2])
+local from = 0
+if limit > 0 then from = math.max(0, at - limit) end
+return redis.call('LRANGE', KEYS[1], from, at)
+"""
+)
+
+# KEYS: history, turns, meta[, index]. ARGV: replace ('1' or '0'), ttl ms (0 =
+# forever), turn id (the new version), turn memory, index member ('' = none),
+# next id, last ms, elements (with their headers)...
+# 1 restored; 0 the session exists and replace is '0'.
+_RESTORE = (
+    _VERSIONS
+    + _INDEX
+    + b"""
+local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[1] ~= '1' and redis.call('EXISTS', history) == 1 then return 0 end
+redis.call('DEL', history, meta)
+local n = #ARGV
+for i = 8, n, 500 do
+  redis.call('RPUSH', history, unpack(ARGV, i, math.min(i + 499, n)))
+end
+redis.call('HSET', meta, 'n', ARGV[6], 't', ARGV[7])
+record(turns, ARGV[3], tonumber(ARGV[4]))
+local ttl = tonumber(ARGV[2])
+for _, k in ipairs({history, turns, meta}) do
+  if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
+end
+if ARGV[5] ~= '' then touch(KEYS[4], ARGV[5], ttl) end
+return 1
 """
 )
 
@@ -158,10 +275,10 @@ return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
 """
 )
 
-# KEYS: history, turns[, index]. ARGV: index member.
+# KEYS: history, turns, meta[, index]. ARGV: index member.
 _DELETE = b"""
-local n = redis.call('DEL', KEYS[1], KEYS[2])
-if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[1]) end
+local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return n
 """
 
@@ -247,3 +364,5 @@ RELEASE = Script(_RELEASE)
 INDEX_STATS = Script(_INDEX_STATS)
 ACQUIRE = Script(_ACQUIRE)
 TURN_STATUS = Script(_TURN_STATUS)
+PAGE = Script(_PAGE)
+RESTORE = Script(_RESTORE)

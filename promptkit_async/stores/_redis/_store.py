@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from ..._codec import DEFAULT_MAX_RECORD_BYTES
-from ..._config import check_limit, check_session_id
+from ..._config import DEFAULT_MAX_STORED, DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from ..._exceptions import SessionExists
 from ..._metrics import StateMetrics
-from .._shared import BaseStore
+from .._shared import BaseStore, check_before, restored
 from . import _keys
 from ._admin import Admin
 from ._cache import NearCache
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from ..._messages import Message
+    from ..._types import TTL
     from .._contract import Lease, Turn, TurnOutcome, TurnStatus
 
 __all__ = ["RedisStore"]
@@ -95,6 +98,9 @@ class RedisStore(BaseStore):
             only) so that :meth:`metrics` costs O(log n) instead of a SCAN.
         max_record_bytes: the largest record written, and the most a stored
             compressed record may inflate to when read (default 16 MiB).
+        max_stored: messages kept per session, newest kept (None: unlimited);
+            trimmed inside each commit. A session's window (``max_messages``)
+            never deletes anything.
         observers: objects with ``on_load`` / ``on_save`` / ``on_error`` hooks.
 
     Commits are idempotent by turn id, so the client's own retries cannot
@@ -112,6 +118,7 @@ class RedisStore(BaseStore):
         near_cache: int = 0,
         track_sessions: bool = True,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_stored: int | None = DEFAULT_MAX_STORED,
         observers: Sequence[object] = (),
     ) -> None:
         if not isinstance(client, (aioredis.Redis, RedisCluster)):
@@ -129,6 +136,7 @@ class RedisStore(BaseStore):
         check_limit("compress_above", compress_above, minimum=0)
         check_limit("near_cache", near_cache, minimum=0)
         check_limit("max_record_bytes", max_record_bytes)
+        check_limit("max_stored", max_stored)
         if not 0.01 <= lease_ttl < 1e9:
             raise ValueError(f"lease_ttl must be at least 0.01 seconds, got {lease_ttl!r}")
         super().__init__(observers=observers)
@@ -141,7 +149,7 @@ class RedisStore(BaseStore):
         self._index = SessionIndex(link, enabled=track_sessions)
         self._loader = Loader(link, self._cache, max_record_bytes)
         self._committer = Committer(
-            link, self._cache, self._index, compress_above, max_record_bytes
+            link, self._cache, self._index, compress_above, max_record_bytes, max_stored
         )
         self._leases = Leases(link, float(lease_ttl))
         self._admin = Admin(link, self._index, self._cache)
@@ -208,6 +216,11 @@ class RedisStore(BaseStore):
         return self._committer.compress_above
 
     @property
+    def max_stored(self) -> int | None:
+        """Messages kept per session (newest kept; None: unlimited)."""
+        return self._committer.max_stored
+
+    @property
     def distributed_lock(self) -> bool:
         """Whether sessions take a Redis lease and fence their commits."""
         return self._distributed_lock
@@ -256,25 +269,51 @@ class RedisStore(BaseStore):
 
     # -- load and commit -------------------------------------------------------------
 
-    async def load(self, session_id: str, limit: int | None = None) -> list[Message]:
-        """The newest ``limit`` messages (all when None), oldest first; one round trip."""
+    async def load(
+        self, session_id: str, limit: int | None = None, *, before: str | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages (all when None), oldest first; one round trip.
+
+        With ``before`` (a message id), the ``limit`` kept messages just older
+        than that message: a page of history for a UI. Paging back from the
+        newest message's id visits every kept message once, in order.
+
+        Raises:
+            MessageNotFound: no kept message has the id ``before`` (trimmed,
+                expired, or never in this session).
+        """
         session_id = check_session_id(session_id)
         check_limit("limit", limit, minimum=0)
+        if before is not None:
+            check_before(before)
         if limit == 0:
             return []
         started = perf_counter()
         try:
             if not self._link.checked:
                 await self._link.check_server()
-            messages = await self._loader.load(session_id, limit)
+            if before is None:
+                messages = await self._loader.load(session_id, limit)
+            else:
+                messages = await self._loader.page(session_id, limit, before)
         except Exception as exc:
             self._instruments.failed("load", session_id, exc)
             raise
         self._instruments.loaded(session_id, started, len(messages))
         return messages
 
-    async def commit(self, turn: Turn) -> None:
+    async def count(self, session_id: str) -> int:
+        """How many messages the session keeps (0 if none); O(1)."""
+        session_id = check_session_id(session_id)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._loader.count(session_id)
+
+    async def commit(self, turn: Turn) -> tuple[Message, ...]:
         """Write ``turn`` atomically and exactly once (see :class:`SupportsTurns`).
+
+        Returns the messages as stored, with the ids and time the commit gave
+        them (the messages as given when a commit settled by id cannot tell).
 
         Raises:
             StoreUnavailable: Redis could not be reached; nothing was written.
@@ -289,12 +328,60 @@ class RedisStore(BaseStore):
         try:
             if not self._link.checked:
                 await self._link.check_server()
-            await self._committer.commit(turn)
+            stored = await self._committer.commit(turn)
         except Exception as exc:
             self._cache.drop(turn.session_id)
             self._instruments.failed("save", turn.session_id, exc)
             raise
         self._instruments.saved(turn.session_id, started, len(turn.messages))
+        return stored
+
+    async def restore(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        replace: bool = False,
+        ttl: TTL = DEFAULT_TTL,
+    ) -> list[Message]:
+        """Write a whole conversation (an import) in one atomic step; the messages as stored.
+
+        Ids and times are kept when the messages carry them (see the README's
+        export section), else given; the newest ``max_stored`` are kept.
+
+        Raises:
+            SessionExists: the session has history and ``replace`` is false;
+                nothing was written.
+            InvalidMessage: ids or times that cannot be kept as given.
+            StoreUnavailable, StoreRejected: nothing was written.
+        """
+        session_id = check_session_id(session_id)
+        seconds = ttl_seconds(ttl)
+        if not self._link.checked:
+            await self._link.check_server()
+        # A message without a time gets this machine's clock: the next commit
+        # never stamps a time below the newest restored one, whatever its clock.
+        now_ms = time.time_ns() // 1_000_000
+        stored, times, next_id = restored(messages, self.max_stored, now_ms)
+        if not stored:
+            if replace:
+                await self.delete(session_id)
+            elif await self.exists(session_id):
+                raise SessionExists(session_id)
+            return []
+        written = await self._admin.restore(
+            session_id,
+            stored,
+            times,
+            next_id,
+            replace=bool(replace),
+            ttl_ms=0 if seconds is None else max(1, int(seconds * 1000)),
+            compress_above=self._committer.compress_above,
+            max_bytes=self._loader.max_bytes,
+        )
+        if not written:
+            raise SessionExists(session_id)
+        return list(stored)
 
     async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
         """Decide a commit whose outcome is unknown: applied, or aborted for good.
