@@ -84,7 +84,7 @@ async def seed(redis_url: str, prefix: str, *session_ids: str) -> None:
 def test_help_reads_well() -> None:
     top = run("--help")
     assert top.returncode == 0
-    for text in ("chat", "history", "delete", "sessions", "stats", "exit status", "130"):
+    for text in ("chat", "history", "export", "import", "delete", "sessions", "stats", "130"):
         assert text in top.stdout
     chat = run("chat", "--help")
     assert chat.returncode == 0
@@ -263,3 +263,79 @@ def test_interactive_chat_prompts_and_commands() -> None:
     assert result.stdout.startswith('you> bot> You said: "My name is Ada".')
     assert "you> user: My name is Ada\nassistant: You said" in result.stdout
     assert "/quit" in result.stderr  # the banner says how to leave
+
+
+async def test_export_delete_import_export_gives_identical_lines(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    from promptkit_async import ImagePart, TextPart, ThinkingPart, ToolCall
+
+    conversation = [
+        Message.user(
+            [TextPart("what is this? "), ImagePart(data=b"\x89PNG..", media_type="image/png")]
+        ),
+        Message.assistant(
+            [ThinkingPart("let me look", signature="c2ln")],
+            tool_calls=[ToolCall("call_1", "look", '{"at": "image"}')],
+        ),
+        Message.tool("a cat", tool_call_id="call_1", is_error=False),
+        Message.assistant("A cat. ✨", usage={"in": 10, "out": 3}),
+    ]
+    async with RedisStore.from_url(redis_url, prefix=prefix) as store:
+        await store.append("conv", conversation[:2])
+        await store.append("conv", conversation[2:])
+        stored = await store.load("conv")
+    first = run("export", "conv", *store_args)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [m.to_dict() for m in stored]
+    assert [Message.from_dict(json.loads(line)) for line in lines] == conversation
+    assert run("delete", "conv", *store_args).returncode == 0
+    assert run("export", "conv", *store_args).returncode == 1  # gone
+    restored = run("import", "conv", *store_args, stdin=first.stdout)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout == "imported 4 messages into 'conv'\n"
+    assert run("export", "conv", *store_args).stdout == first.stdout
+    # The history as JSON carries the same lossless dicts.
+    as_json = json.loads(run("history", "conv", "--json", *store_args).stdout)
+    assert as_json["messages"] == [json.loads(line) for line in lines]
+
+
+def test_import_refuses_to_merge_unless_told_to(store_args: list[str]) -> None:
+    one = json.dumps(Message.user("one").to_dict()) + "\n"
+    two = (
+        json.dumps(Message.user("two").to_dict())
+        + "\n"
+        + json.dumps(Message.assistant("2").to_dict())
+    )
+    assert run("import", "imp", *store_args, stdin=one).returncode == 0
+    refused = run("import", "imp", *store_args, stdin=two)
+    assert refused.returncode == 5
+    assert "already has history" in refused.stderr and "--replace" in refused.stderr
+    assert [
+        json.loads(x)["content"] for x in run("export", "imp", *store_args).stdout.splitlines()
+    ] == ["one"]
+    replaced = run("import", "imp", "--replace", *store_args, stdin=two)
+    assert replaced.returncode == 0, replaced.stderr
+    exported = [json.loads(x) for x in run("export", "imp", *store_args).stdout.splitlines()]
+    assert [(m["id"], m["content"]) for m in exported] == [("0", "two"), ("1", "2")]
+
+
+def test_import_of_bad_input_is_a_usage_error_and_writes_nothing(store_args: list[str]) -> None:
+    good = json.dumps(Message.user("fine").to_dict())
+    cases = {
+        "not json": f"{good}\n{{oops\n",
+        "not a message": f'{good}\n{{"role": "wizard", "content": "x"}}\n',
+        "empty": "\n\n",
+        "ids that go back in time": (
+            json.dumps({**Message.user("a").to_dict(), "created_at": "2026-01-02T00:00:00+00:00"})
+            + "\n"
+            + json.dumps({**Message.user("b").to_dict(), "created_at": "2026-01-01T00:00:00+00:00"})
+        ),
+    }
+    for name, text in cases.items():
+        result = run("import", "bad", *store_args, stdin=text)
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.startswith("promptkit-async: "), name
+    assert "input line 2" in run("import", "bad", *store_args, stdin=cases["not json"]).stderr
+    assert run("export", "bad", *store_args).returncode == 1  # nothing was written

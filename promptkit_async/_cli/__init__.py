@@ -39,6 +39,8 @@ __all__ = ["main"]
 _COMMANDS = {
     "chat": _chat.chat,
     "history": _tools.history,
+    "export": _tools.export,
+    "import": _tools.import_,
     "delete": _tools.delete,
     "sessions": _tools.sessions,
     "stats": _tools.stats,

@@ -27,16 +27,19 @@ providers (chat):
 
 exit status:
   0    success
-  1    unknown session (history, delete)
+  1    unknown session (history, export, delete)
   2    usage error: bad arguments, bad store URL, invalid session id, missing key
   3    store unavailable or failing (Redis unreachable or timing out, corrupt data)
   4    provider error (chat)
+  5    import into a session that has history (pass --replace)
   130  interrupted (Ctrl-C)
 
 examples:
   promptkit-async chat                                        offline, in memory
   printf 'hi\\nwhat did I say?\\n' | promptkit-async chat --store redis://localhost:6379
   promptkit-async history user-42 --store redis://localhost:6379 --json
+  promptkit-async export user-42 --store redis://localhost:6379 > user-42.jsonl
+  promptkit-async import user-42 --store redis://localhost:6379 < user-42.jsonl
   promptkit-async sessions --prefix user-42- --store redis://localhost:6379
   promptkit-async delete user-42 --store redis://localhost:6379
   promptkit-async stats --store redis://localhost:6379
@@ -107,6 +110,26 @@ def parser() -> argparse.ArgumentParser:
     )
     history.add_argument("session_id", metavar="ID")
     history.add_argument("--json", action="store_true", help='{"session_id":..., "messages":[...]}')
+
+    export = command(
+        "export",
+        "write a session as JSON Lines",
+        "Write a session's stored messages as JSON Lines, one message per line with every "
+        "field (content parts, tool calls, metadata, id, created_at): what import reads.",
+    )
+    export.add_argument("session_id", metavar="ID")
+
+    restore = command(
+        "import",
+        "restore a session from JSON Lines",
+        "Restore a session from export's JSON Lines on standard input, in one atomic "
+        "write, keeping ids and times. A session that already has history is left as "
+        "it is unless --replace is given.",
+    )
+    restore.add_argument("session_id", metavar="ID")
+    restore.add_argument(
+        "--replace", action="store_true", help="overwrite the session if it has history"
+    )
 
     delete = command("delete", "erase a session", "Erase a session's history.")
     delete.add_argument("session_id", metavar="ID")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..stores import Store
 
 __all__ = [
+    "EXIT_EXISTS",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
@@ -31,6 +32,7 @@ EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_PROVIDER = 4
+EXIT_EXISTS = 5
 EXIT_INTERRUPTED = 130
 
 

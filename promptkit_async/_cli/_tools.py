@@ -1,4 +1,5 @@
-"""``history``, ``delete``, ``sessions`` and ``stats``: tools for the people who run the store."""
+"""``history``, ``export``, ``import``, ``delete``, ``sessions`` and ``stats``: tools for
+the people who run the store."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._config import check_session_id
+from .._exceptions import InvalidMessage, SessionExists
+from .._messages import Message
 from ..stores import RedisStore
 from ._chat import print_history
-from ._common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Fail, describe, open_store
+from ._common import (
+    EXIT_EXISTS,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    Fail,
+    describe,
+    open_store,
+)
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["delete", "history", "sessions", "stats"]
+__all__ = ["delete", "export", "history", "import_", "sessions", "stats"]
 
 
 async def history(args: argparse.Namespace) -> int:
@@ -29,6 +40,52 @@ async def history(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
     else:
         print_history(messages, sys.stdout)
+    return EXIT_OK
+
+
+async def export(args: argparse.Namespace) -> int:
+    """One JSON object per line (``Message.to_dict``): every field, ids and times included."""
+    session_id = check_session_id(args.session_id)
+    async with open_store(args, persistent=True) as store:
+        messages = await store.load(session_id)
+        if not messages:
+            raise Fail(EXIT_NOT_FOUND, f"no session {session_id!r} ({describe(store)})")
+    out = sys.stdout
+    for m in messages:
+        out.write(json.dumps(m.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+    return EXIT_OK
+
+
+def _read_messages(lines: Any) -> list[Message]:
+    messages: list[Message] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            messages.append(Message.from_dict(json.loads(line)))
+        except (ValueError, TypeError) as exc:  # InvalidMessage and JSONDecodeError included
+            raise Fail(EXIT_USAGE, f"input line {number}: not a message: {exc}") from None
+    return messages
+
+
+async def import_(args: argparse.Namespace) -> int:
+    """Restore a session from ``export``'s lines on stdin, in one atomic write."""
+    session_id = check_session_id(args.session_id)
+    messages = _read_messages(sys.stdin)
+    if not messages:
+        raise Fail(EXIT_USAGE, "no messages on standard input (one JSON object per line)")
+    async with open_store(args, persistent=True) as store:
+        try:
+            stored = await store.restore(session_id, messages, replace=args.replace)
+        except SessionExists:
+            raise Fail(
+                EXIT_EXISTS,
+                f"session {session_id!r} already has history ({describe(store)}): "
+                "not merged; pass --replace to overwrite it",
+            ) from None
+        except InvalidMessage as exc:
+            raise Fail(EXIT_USAGE, f"cannot import: {exc}") from None
+    sys.stdout.write(f"imported {len(stored)} messages into {session_id!r}\n")
     return EXIT_OK
 
 
