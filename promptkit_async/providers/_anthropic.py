@@ -134,6 +134,9 @@ class AnthropicProvider(HTTPProvider):
         :class:`ReplyDone` whose message carries ``tool_calls`` (from
         ``tool_use`` blocks) and metadata ``finish_reason`` (the API's
         ``stop_reason``), ``usage``, ``model``, ``provider`` and ``id``.
+        Thinking (extended thinking) is not yielded as text: the message keeps
+        it as :class:`ThinkingPart` s with their signatures, ahead of its text,
+        so a later request sends it back as the API requires in a tool loop.
 
         Raises:
             ProviderAuthError: HTTP 401 / 403.

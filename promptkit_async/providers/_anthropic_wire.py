@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
 from .._messages import Message, ToolCall, text_only
+from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
 from ._arguments import arguments_object
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .._parts import Part
     from .._types import JSONValue
     from ._sse import ServerSentEvent
 
@@ -35,6 +37,100 @@ def _tool_use_block(call: ToolCall) -> dict[str, Any]:
     }
 
 
+_THINKING: Final = frozenset({"thinking", "redacted_thinking"})
+
+
+def _source(part: ImagePart | FilePart) -> dict[str, Any]:
+    """Where the API finds the media: inline base64 as stored (never re-encoded), or a URL."""
+    if part.base64 is None:
+        return {"type": "url", "url": part.url}
+    return {"type": "base64", "media_type": part.media_type, "data": part.base64}
+
+
+def _media_block(part: Part, role: str) -> dict[str, Any] | None:
+    """A text, image or document block for ``part`` (None: nothing to send).
+
+    Thinking is left out here: a user's or a tool's message has no place for
+    it, and an assistant's is placed by :func:`_assistant_blocks`.
+
+    Raises:
+        InvalidMessage: audio, which the Messages API does not take.
+    """
+    if type(part) is TextPart:
+        return {"type": "text", "text": part.text} if part.text else None
+    if type(part) is ImagePart:
+        return {"type": "image", "source": _source(part)}
+    if type(part) is FilePart:
+        block: dict[str, Any] = {"type": "document", "source": _source(part)}
+        if part.filename is not None:
+            block["title"] = part.filename
+        return block
+    if type(part) is AudioPart:
+        raise InvalidMessage(
+            f"anthropic cannot carry an AudioPart in a {role} message "
+            "(the Messages API takes no audio input)"
+        )
+    return None
+
+
+def _user_blocks(m: Message) -> list[dict[str, Any]]:
+    content = m.content
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [block for part in content if (block := _media_block(part, m.role)) is not None]
+
+
+def _tool_result_block(m: Message) -> dict[str, Any]:
+    """A ``tool_result``: str content as is, parts as text, image and document blocks."""
+    content = m.content
+    result: Any = content if isinstance(content, str) else _user_blocks(m) or ""
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": m.tool_call_id,
+        "content": result,
+    }
+    if m.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _thinking_block(part: ThinkingPart) -> dict[str, Any] | None:
+    if part.redacted is not None:
+        return {"type": "redacted_thinking", "data": part.redacted}
+    if part.signature is None:
+        # Unsigned thinking (another provider's, or made up) is refused by the API,
+        # which only takes back the blocks it signed; it is optional to send, so omit it.
+        return None
+    return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+
+
+def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
+    """Thinking first (the API wants it back unchanged, ahead of the text and the
+    ``tool_use`` that followed it), then text, then the tool calls."""
+    content = m.content
+    blocks: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        if content:
+            blocks.append({"type": "text", "text": content})
+    else:
+        text: list[dict[str, Any]] = []
+        for part in content:
+            if type(part) is ThinkingPart:
+                if (thinking := _thinking_block(part)) is not None:
+                    blocks.append(thinking)
+            elif type(part) is TextPart:
+                if part.text:
+                    text.append({"type": "text", "text": part.text})
+            else:
+                raise InvalidMessage(
+                    f"anthropic cannot carry a {type(part).__name__} in an assistant message "
+                    "(the Messages API takes media in user messages and tool results only)"
+                )
+        blocks.extend(text)
+    blocks.extend(_tool_use_block(c) for c in m.tool_calls)
+    return blocks
+
+
 def to_anthropic_messages(
     messages: Sequence[Message], system: str | None
 ) -> tuple[str | None, list[dict[str, Any]]]:
@@ -42,12 +138,16 @@ def to_anthropic_messages(
 
     - ``system`` and every system-role message are joined (blank line apart)
       into the top-level system prompt.
-    - Tool results become ``tool_result`` blocks in a user message; assistant
-      tool calls become ``tool_use`` blocks with the arguments parsed into
-      ``input`` (arguments that are not a JSON object are sent as ``{}``).
+    - Tool results become ``tool_result`` blocks in a user message (with
+      ``is_error`` for a failed tool); assistant tool calls become ``tool_use``
+      blocks with the arguments parsed into ``input`` (arguments that are not
+      a JSON object are sent as ``{}``).
+    - User parts become ``text``, ``image`` and ``document`` blocks; assistant
+      thinking becomes ``thinking`` / ``redacted_thinking`` blocks, first in
+      the turn. Audio, and media on an assistant message, are refused.
     - Consecutive messages of the same role are merged so roles alternate; in
-      a merged user message the ``tool_result`` blocks come first, as the API
-      requires.
+      a merged user message the ``tool_result`` blocks come first, and in a
+      merged assistant message the thinking blocks do, as the API requires.
     - Messages before the first user message (an assistant reply or tool
       result whose question was trimmed away) are dropped: the API requires
       the list to start with a user turn, and inventing one would put words
@@ -58,20 +158,18 @@ def to_anthropic_messages(
     system_parts = [system] if system else []
     out: list[dict[str, Any]] = []
     for m in messages:
-        text = text_only(m, "anthropic")
         if m.role == "system":
+            text = text_only(m, "anthropic")
             if text:
                 system_parts.append(text)
             continue
-        blocks: list[dict[str, Any]] = []
+        role = "user" if m.role == "tool" else m.role
         if m.role == "tool":
-            role = "user"
-            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": text})
+            blocks = [_tool_result_block(m)]
+        elif m.role == "user":
+            blocks = _user_blocks(m)
         else:
-            role = m.role
-            if text:
-                blocks.append({"type": "text", "text": text})
-            blocks.extend(_tool_use_block(c) for c in m.tool_calls)
+            blocks = _assistant_blocks(m)
         if not blocks:
             continue
         if not out and role != "user":
@@ -83,9 +181,11 @@ def to_anthropic_messages(
         else:
             out.append({"role": role, "content": blocks})
     for item in out:
+        # Stable sorts: each group keeps its order.
         if item["role"] == "user":
-            # Stable sort: tool results first, each group keeps its order.
             item["content"].sort(key=lambda b: b["type"] != "tool_result")
+        else:
+            item["content"].sort(key=lambda b: b["type"] not in _THINKING)
     return ("\n\n".join(system_parts) or None), out
 
 
@@ -99,12 +199,28 @@ class _ToolUse:
         self.parts: list[str] = []
 
 
+class _Thinking:
+    __slots__ = ("redacted", "signature", "text")
+
+    def __init__(self, text: str = "", signature: str = "", redacted: str | None = None) -> None:
+        self.text = [text] if text else []
+        self.signature = [signature] if signature else []
+        self.redacted = redacted
+
+    def part(self) -> ThinkingPart:
+        if self.redacted is not None:
+            return ThinkingPart(redacted=self.redacted)
+        return ThinkingPart("".join(self.text), signature="".join(self.signature) or None)
+
+
 class AnthropicEventParser:
     """Assembles one reply from Messages API stream events.
 
     ``feed`` returns the text an event carried ("" if none) and raises
     :class:`ProviderStreamError` on an ``error`` event or malformed data;
     ``done`` turns true at ``message_stop``; ``message()`` builds the reply.
+    Thinking is never returned by ``feed`` (it is not reply text); it is kept,
+    with its signature, for ``message()``, since the API wants it sent back.
     """
 
     def __init__(self, *, provider: str = "anthropic") -> None:
@@ -112,6 +228,7 @@ class AnthropicEventParser:
         self.done = False
         self._text: list[str] = []
         self._tools: dict[int, _ToolUse] = {}
+        self._thinking: dict[int, _Thinking] = {}
         self._stop_reason: str | None = None
         self._stop_sequence: str | None = None
         self._usage: dict[str, Any] = {}
@@ -186,6 +303,17 @@ class AnthropicEventParser:
             if not isinstance(tool_id, str) or not isinstance(name, str):
                 raise ProviderStreamError(f"{self.provider}: tool_use block without id or name")
             self._tools[self._index(payload)] = _ToolUse(tool_id, name, block.get("input"))
+        elif block.get("type") == "thinking":
+            text, signature = block.get("thinking"), block.get("signature")
+            self._thinking[self._index(payload)] = _Thinking(
+                text if isinstance(text, str) else "",
+                signature if isinstance(signature, str) else "",
+            )
+        elif block.get("type") == "redacted_thinking":
+            data = block.get("data")
+            if not isinstance(data, str):
+                raise ProviderStreamError(f"{self.provider}: redacted_thinking block without data")
+            self._thinking[self._index(payload)] = _Thinking(redacted=data)
         return ""
 
     def _block_delta(self, payload: Mapping[str, Any]) -> str:
@@ -207,6 +335,19 @@ class AnthropicEventParser:
             partial = delta.get("partial_json")
             if isinstance(partial, str):
                 tool.parts.append(partial)
+        elif kind == "thinking_delta" or kind == "signature_delta":
+            index = payload.get("index")
+            thinking = self._thinking.get(index) if isinstance(index, int) else None
+            if thinking is None or thinking.redacted is not None:
+                return ""  # not a thinking block this parser saw start: nothing to add it to
+            if kind == "thinking_delta":
+                piece = delta.get("thinking")
+                if isinstance(piece, str):
+                    thinking.text.append(piece)
+            else:
+                piece = delta.get("signature")
+                if isinstance(piece, str):
+                    thinking.signature.append(piece)
         return ""
 
     def message(self) -> Message:
@@ -230,6 +371,13 @@ class AnthropicEventParser:
         if self._stop_sequence is not None:
             metadata["stop_sequence"] = self._stop_sequence
         try:
-            return Message.assistant("".join(self._text), tool_calls=calls, **metadata)
+            text = "".join(self._text)
+            content: str | list[Part] = text
+            if self._thinking:
+                # Block order, thinking first: what to_anthropic_messages sends back.
+                content = [self._thinking[i].part() for i in sorted(self._thinking)]
+                if text:
+                    content.append(TextPart(text))
+            return Message.assistant(content, tool_calls=calls, **metadata)
         except InvalidMessage as exc:
             raise ProviderStreamError(f"{self.provider}: unusable reply: {exc}") from exc

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall, text_only
+from .._messages import Message, ToolCall
+from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .._parts import Part
     from .._types import JSONValue
     from ._sse import ServerSentEvent
 
@@ -51,20 +53,98 @@ def to_openai_messages(messages: Sequence[Message], system: str | None) -> list[
 
 
 def _wire_message(m: Message) -> dict[str, Any]:
-    text = text_only(m, "openai")
-    item: dict[str, Any] = {"role": m.role, "content": text}
+    content = _wire_content(m)
+    item: dict[str, Any] = {"role": m.role, "content": content}
     if m.tool_calls:
         item["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in m.tool_calls
         ]
-        if not text:
+        if not content:
             item["content"] = None  # what the API itself returns for a pure tool call
+    # A failed tool (``m.is_error``) has no flag in Chat Completions: the result
+    # text is sent as it is, and is what tells the model the call failed.
     if m.tool_call_id is not None:
         item["tool_call_id"] = m.tool_call_id
     if m.name is not None:
         item["name"] = m.name
     return item
+
+
+_AUDIO_FORMATS: Final = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+}
+"""The media types ``input_audio`` can carry, by the ``format`` name it takes."""
+
+_DEFAULT_FILENAMES: Final = {"application/pdf": "file.pdf"}
+"""A name for an unnamed inline file: the API requires one with ``file_data``."""
+
+
+def _wire_content(m: Message) -> str | list[dict[str, Any]]:
+    """A str content as is (the bytes existing requests always had); parts as a list.
+
+    Only a user message may carry media (the API takes images, files and audio
+    from the user alone); other roles get their text parts joined. Thinking is
+    left out: Chat Completions has no field to send it back in.
+
+    Raises:
+        InvalidMessage: media on a non-user message, or a part the API cannot
+            carry (a file by URL, audio that is neither WAV nor MP3).
+    """
+    content = m.content
+    if isinstance(content, str):
+        return content
+    if m.role != "user":
+        for part in content:
+            if type(part) is not TextPart and type(part) is not ThinkingPart:
+                raise InvalidMessage(
+                    f"openai cannot carry a {type(part).__name__} in a {m.role} message "
+                    "(Chat Completions takes media in user messages only)"
+                )
+        return m.text
+    blocks = [block for part in content if (block := _user_block(part)) is not None]
+    return blocks or ""  # the API refuses an empty content list
+
+
+def _data_url(media_type: str | None, b64: str) -> str:
+    return f"data:{media_type or 'application/octet-stream'};base64,{b64}"
+
+
+def _user_block(part: Part) -> dict[str, Any] | None:
+    """One part of a user message as a Chat Completions content part (None: left out)."""
+    if type(part) is TextPart:
+        return {"type": "text", "text": part.text} if part.text else None
+    if type(part) is ImagePart:
+        url = part.url if part.base64 is None else _data_url(part.media_type, part.base64)
+        image: dict[str, Any] = {"url": url}
+        if part.detail is not None:
+            image["detail"] = part.detail
+        return {"type": "image_url", "image_url": image}
+    if type(part) is FilePart:
+        if part.base64 is None:
+            raise InvalidMessage(
+                "openai cannot carry a FilePart by URL (Chat Completions takes files only "
+                "as inline data): pass FilePart(data=..., media_type=...) instead"
+            )
+        filename = part.filename or _DEFAULT_FILENAMES.get(part.media_type or "", "file")
+        return {
+            "type": "file",
+            "file": {"filename": filename, "file_data": _data_url(part.media_type, part.base64)},
+        }
+    if type(part) is AudioPart:
+        media_type = (part.media_type or "").split(";")[0].strip().lower()
+        audio_format = _AUDIO_FORMATS.get(media_type)
+        if audio_format is None or part.base64 is None:
+            raise InvalidMessage(
+                f"openai cannot carry an AudioPart of type {part.media_type!r}: "
+                "input_audio takes WAV (audio/wav) or MP3 (audio/mpeg) only"
+            )
+        return {"type": "input_audio", "input_audio": {"data": part.base64, "format": audio_format}}
+    return None  # ThinkingPart: nowhere to put it
 
 
 class _CallBuffer:
