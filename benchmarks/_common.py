@@ -101,9 +101,10 @@ class Params:
     min_rounds_per_level: int = 5
     one_session_requests: int = 50
     one_session_rounds: int = 30
-    histories: tuple[int, ...] = (10, 100, 1000)
+    # 40 and 10,000 stored: a turn costs what its window costs, not what is kept.
+    histories: tuple[int, ...] = (40, 1000, 10_000)
     windows: tuple[int, ...] = (10, 20, 100)
-    grid_rounds: int = 400
+    grid_rounds: int = 300
     stream_rounds: int = 200
     stream_tokens: tuple[int, ...] = (10, 200)
     peer_rounds: int = 1000
@@ -131,6 +132,8 @@ class Params:
             turns_per_level=300,
             min_rounds_per_level=2,
             one_session_rounds=4,
+            histories=(40, 10_000),
+            windows=(20,),
             grid_rounds=40,
             stream_rounds=30,
             peer_rounds=150,

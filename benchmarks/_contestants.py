@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -135,18 +136,23 @@ class OursContestant(Contestant):
             self.name = name
 
     async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
-        from promptkit_async._codec import encode_message
+        """What ``store.restore`` writes (records with ids and a time), pipelined."""
+        from promptkit_async._codec import encode_message, header
 
         assert isinstance(self.store, RedisStore)
         compress = self.store.compress_above
+        now = time.time_ns() // 1_000_000
+        records = [
+            header(now, str(i)) + encode_message(m, compress_above=compress)
+            for i, m in enumerate(seed)
+        ]
         async with self.store.client.pipeline(transaction=False) as p:
             for sid in session_ids:
-                p.delete(self.store.key(sid, "h"), self.store.key(sid, "t"))
-                if seed:
-                    p.rpush(
-                        self.store.key(sid, "h"),
-                        *(encode_message(m, compress_above=compress) for m in seed),
-                    )
+                h, t, m = (self.store.key(sid, kind) for kind in ("h", "t", "m"))
+                p.delete(h, t, m)
+                if records:
+                    p.rpush(h, *records)
+                    p.hset(m, mapping={"n": len(records), "t": now})
             await p.execute()
 
     async def turn(self, session_id: str, user: Message, reply: Message, think: float = 0.0) -> int:

@@ -33,13 +33,14 @@ them (see :func:`decode_message`).
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._exceptions import CorruptHistory, InvalidMessage, MessageTooLarge
-from ._messages import Message, ToolCall
+from ._messages import Message, ToolCall, stored_text
 from ._parts import AudioPart, FilePart, ImagePart, Part, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
@@ -111,12 +112,13 @@ def header(created_ms: int, message_id: str) -> bytes:
     return b"%s%d %s\n" % (HEADER_MARK, created_ms, message_id.encode())
 
 
+_STORE_ID = re.compile(r"(\d{1,15})(?:~[0-9a-z]{1,16})?")
+
+
 def id_number(message_id: str) -> int | None:
     """The count in an id a store gave (``"41"``, or ``"41~2"``), None for any other id."""
-    head = message_id.partition("~")[0]
-    if head.isascii() and head.isdigit() and len(head) < 16:
-        return int(head)
-    return None
+    match = _STORE_ID.fullmatch(message_id)
+    return None if match is None else int(match.group(1))
 
 
 # -- parts ------------------------------------------------------------------------
@@ -236,12 +238,19 @@ def _inflate(data: bytes, limit: int) -> bytes:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _time_of_stamp(ms: bytes) -> datetime:
+    return time_of(int(ms))
+
+
 def _split_header(raw: bytes) -> tuple[str, datetime, bytes]:
-    end = raw.index(b"\n")
-    created, _, message_id = raw[len(HEADER_MARK) : end].partition(b" ")
-    if not message_id:
-        raise ValueError("the record's header has no id")
-    return message_id.decode("ascii"), time_of(int(created)), raw[end + 1 :]
+    # The payload has no newline before the header's (JSON escapes them; a
+    # compressed payload comes after it), and the id has neither a space nor one.
+    head, _, payload = raw.partition(b"\n")
+    ms, _, message_id = head.partition(b" ")
+    if not message_id or not ms[2:].isdigit():
+        raise ValueError("the record's header is not <ms> <id>")
+    return message_id.decode("ascii"), _time_of_stamp(ms[2:]), payload
 
 
 def decode_message(
@@ -259,6 +268,10 @@ def decode_message(
     or a bare payload) gets ``id`` and ``created_at`` from the caller. A
     compressed payload is inflated to at most ``max_bytes``.
     """
+    if type(raw) is bytes and raw[:2] == HEADER_MARK:
+        message = _decode_common(raw)
+        if message is not None:
+            return message
     message_id, when = id, created_at
     try:
         if isinstance(raw, bytes):
@@ -303,13 +316,45 @@ def decode_message(
         ) from exc
 
 
+_set = object.__setattr__
+
+
+def _decode_common(raw: bytes) -> Message | None:
+    """The element a store writes most: a header, then ``{"v","r","c"}`` with text content.
+
+    Inlined for speed (a window decodes 20 of them per turn); None for
+    anything else, and for anything invalid, which the general path then
+    decodes or reports.
+    """
+    head, _, payload = raw.partition(b"\n")
+    if payload[:2] != b'{"':
+        return None
+    ms, _, message_id = head.partition(b" ")
+    try:
+        text = payload.decode("utf-8", "surrogatepass")
+        rec, end = _scan_once(text, 0)
+        if end != len(text) or type(rec) is not dict or len(rec) != 3 or "v" not in rec:
+            return None
+        content = rec["c"]
+        if type(content) is not str or not message_id or not ms[2:].isdigit():
+            return None
+        return stored_text(rec["r"], content, message_id.decode("ascii"), _time_of_stamp(ms[2:]))
+    except (ValueError, StopIteration, LookupError, RecursionError, OverflowError, TypeError):
+        return None  # InvalidMessage is a ValueError: the general path says what is wrong
+
+
 def _from_record(rec: dict[str, Any], message_id: str | None, when: datetime | None) -> Message:
     content = rec["c"]
     if type(content) is list:
         content = tuple(_part_from_record(p) for p in content)
     if len(rec) == 3 and "v" in rec:
-        # The common record {"v","r","c"}: no optional keys to look up.
-        return Message(rec["r"], content, id=message_id, created_at=when)
+        # The common record {"v","r","c"}: no optional keys to look up, and the
+        # id and time, parsed from our own header, set without re-checking.
+        message = Message(rec["r"], content)
+        if message_id is not None:
+            _set(message, "id", message_id)
+            _set(message, "created_at", when)
+        return message
     tool_calls: tuple[ToolCall, ...] = ()
     raw_calls = rec.get("tc")
     if raw_calls:

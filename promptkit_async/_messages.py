@@ -182,6 +182,10 @@ class Message:
             metadata = dict(self.metadata)
             _check_json(metadata, "metadata")
             object.__setattr__(self, "metadata", metadata)
+        if self.id is not None or self.created_at is not None:
+            self._check_identity()
+
+    def _check_identity(self) -> None:
         if self.id is not None and (type(self.id) is not str or not self.id):
             raise InvalidMessage(f"id must be a non-empty str or None, got {self.id!r}")
         created = self.created_at
@@ -335,6 +339,30 @@ def stamped(message: Message, message_id: str, created_at: datetime) -> Message:
     _set(new, "name", message.name)
     _set(new, "metadata", message.metadata)
     _set(new, "is_error", message.is_error)
+    _set(new, "id", message_id)
+    _set(new, "created_at", created_at)
+    return new
+
+
+_TEXT_ROLES = frozenset(("system", "user", "assistant"))
+
+
+def stored_text(
+    role: object, content: str, message_id: str, created_at: datetime
+) -> Message | None:
+    """A stored text message (no tool calls, name or metadata) built without ``__init__``:
+    the one check such a record needs, done here; None when the role needs more."""
+    if role not in _TEXT_ROLES:
+        return None
+    check_text(content, f"{role} message content")
+    new: Message = _new(Message)
+    _set(new, "role", role)
+    _set(new, "content", content)
+    _set(new, "tool_calls", ())
+    _set(new, "tool_call_id", None)
+    _set(new, "name", None)
+    _set(new, "metadata", {})
+    _set(new, "is_error", False)
     _set(new, "id", message_id)
     _set(new, "created_at", created_at)
     return new

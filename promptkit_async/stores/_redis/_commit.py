@@ -195,7 +195,7 @@ class Committer:
         """The first id and time of ``turn`` if it is the session's last one (else -1s):
         how a commit settled by id still returns its messages' ids."""
         try:
-            reply = await self._link.client.execute_command("HMGET", meta, "lt", "lf", "lm")
+            reply = await self._link.client.execute_command("HMGET", meta, "lt", "lf", "t")
             return last_turn_reply(reply, turn.turn_id)
         except Exception as exc:
             if classify(exc) is None:

@@ -97,7 +97,7 @@ def commit_reply(value: object) -> tuple[int, str, int, int, int]:
 
 
 def last_turn_reply(value: object, turn_id: str) -> tuple[int, int]:
-    """``HMGET meta lt lf lm``: the first id and time of ``turn_id`` if it was the last turn."""
+    """``HMGET meta lt lf t``: the first id and time of ``turn_id`` if it was the last turn."""
     if type(value) is not list or len(value) != 3:
         raise BadReply("HMGET", value)
     if value[0] is None or text("HMGET", value[0]) != turn_id:

@@ -68,9 +68,11 @@ end
 # expires. A new index expires like its sessions; one without a TTL already
 # holds a session kept forever, and keeps none.
 _INDEX = b"""
-local function touch(index, member, ttl)
+local function clock()
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function touch(index, member, ttl, now)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   if ttl > 0 then
     local fresh = redis.call('EXISTS', index) == 0
@@ -88,7 +90,9 @@ end
 # behind a header the commit adds: "\0" "2" <ms> " " <id> "\n" (see _codec).
 # Ids count up from 0 per session, kept in the meta hash as 'n' (the next
 # id); 't' is the last commit's time, which the next one never goes below (a
-# failover to a node whose clock is behind cannot reorder a conversation).
+# failover to a node whose clock is behind cannot reorder a conversation);
+# 'lt' and 'lf' are the last turn's id and first message id, what a re-sent
+# copy of that turn answers with.
 # A meta hash that is gone while the history is not (evicted) is rebuilt from
 # the newest element's header; a history of 0.1.0 (format 1, no headers) is
 # given them once: ids by position, time 0.
@@ -134,7 +138,7 @@ _COMMIT = (
 local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
 local before = redis.call('LLEN', history)
 if redis.call('ZSCORE', turns, ARGV[1]) then
-  local last = redis.call('HMGET', meta, 'lt', 'lf', 'lm')
+  local last = redis.call('HMGET', meta, 'lt', 'lf', 't')
   if last[1] == ARGV[1] then return {0, '', before, tonumber(last[2]), tonumber(last[3])} end
   return {0, '', before, -1, -1}
 end
@@ -159,11 +163,11 @@ local seq, last = tonumber(m[1]), tonumber(m[2])
 if not seq then
   if before > 0 then seq, last = recover(history, before) else seq, last = 0, 0 end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock()
 if last and now < last then now = last end
 local first = seq
-local head = MARK .. string.format('%d', now) .. ' '
+local stamp = string.format('%d', now)
+local head = MARK .. stamp .. ' '
 local n = #ARGV
 local batch = {}
 for i = 8, n do
@@ -176,8 +180,7 @@ for i = 8, n do
 end
 local cap = tonumber(ARGV[2])
 if cap > 0 then redis.call('LTRIM', history, -cap, -1) end
-redis.call('HSET', meta, 'n', seq, 't', string.format('%d', now), 'lt', ARGV[1], 'lf', first,
-  'lm', string.format('%d', now))
+redis.call('HSET', meta, 'n', seq, 't', stamp, 'lt', ARGV[1], 'lf', first)
 record(turns, ARGV[1], tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -189,7 +192,7 @@ else
   redis.call('PERSIST', turns)
   redis.call('PERSIST', meta)
 end
-if index then touch(index, ARGV[6], ttl) end
+if index then touch(index, ARGV[6], ttl, now) end
 return {1, prev, before, first, now}
 """
 )
@@ -238,7 +241,7 @@ local ttl = tonumber(ARGV[2])
 for _, k in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
 end
-if ARGV[5] ~= '' then touch(KEYS[4], ARGV[5], ttl) end
+if ARGV[5] ~= '' then touch(KEYS[4], ARGV[5], ttl, clock()) end
 return 1
 """
 )
