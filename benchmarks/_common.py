@@ -105,6 +105,8 @@ class Params:
     histories: tuple[int, ...] = (40, 1000, 10_000)
     windows: tuple[int, ...] = (10, 20, 100)
     grid_rounds: int = 300
+    #: Sessions of these many kept messages, in steady state (see scaling.py).
+    retention: tuple[int, ...] = (40, 10_000)
     stream_rounds: int = 200
     stream_tokens: tuple[int, ...] = (10, 200)
     peer_rounds: int = 1000
@@ -159,6 +161,7 @@ class Params:
             one_session_rounds=1,
             histories=(10, 30),
             windows=(5, 20),
+            retention=(40, 100),
             grid_rounds=2,
             stream_rounds=2,
             stream_tokens=(2, 5),

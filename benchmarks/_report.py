@@ -187,6 +187,17 @@ def table(results: dict[str, Any]) -> str:
             )
         first = next(iter(scaling["history_window"].values()))
         parts.append(_rows(["", *[k for k in first if k not in ("history", "window")]], rows))
+        kept = scaling.get("retention")
+        if kept:
+            parts.append(
+                f"\nRetention: the same session turn after turn, window {kept['window']} (µs)"
+            )
+            rows = [
+                [name, _fmt(s["p50_us"], 1), _fmt(s["p99_us"], 1), _fmt(s["kept"])]
+                for name, s in kept.items()
+                if isinstance(s, dict)
+            ]
+            parts.append(_rows(["session", "p50", "p99", "messages kept"], rows))
     streaming = results.get("streaming")
     if streaming and "skipped" not in streaming:
         parts.append("\nStreaming from a local SSE server (p50 µs)")

@@ -14,11 +14,16 @@ comparison.
 History x window: the sequential turn with ``window`` messages loaded from a
 ``history``-message session (re-seeded every round); cost should follow the
 window, not the stored total.
+
+Retention: the same turn in steady state (no re-seeding) on sessions that keep
+40 and 10,000 messages (``max_stored`` of each store), interleaved: what a turn
+costs on a long conversation, when the window is 20 either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -42,6 +47,7 @@ def steps(ctx: Context) -> int:
     total = sum(_level_rounds(ctx, c) + 1 for c in p.concurrency)
     total += p.one_session_rounds + 1
     total += len(p.histories) * len(p.windows) * (p.grid_rounds + max(1, p.warmup // 10))
+    total += p.grid_rounds + p.warmup
     return total
 
 
@@ -136,6 +142,9 @@ def _grid_variant(
 ) -> Variant:
     async def prepare(_: int) -> None:
         await c.reseed([sid], seed)
+        # Re-seeding a long history allocates thousands of objects: collect them
+        # here, untimed, or the timed turn pays for a collection they triggered.
+        gc.collect()
 
     async def turn(_: int) -> None:
         seen = await c.turn(sid, user, reply)
@@ -143,6 +152,41 @@ def _grid_variant(
             raise AssertionError(f"{c.name} loaded {seen}, expected {expect}")
 
     return Variant(c.name, turn, prepare)
+
+
+async def _retention(ctx: Context) -> dict[str, Any]:
+    p = ctx.params
+    _, user, reply = turn_messages(ctx)
+    found: list[OursContestant] = []
+    for kept in p.retention:
+        ours = OursContestant(
+            ctx.store(f"kept{kept}", max_stored=kept), p.window, name=f"{kept} kept"
+        )
+        await ours.reseed(["long"], history(kept, p.message_chars))
+        found.append(ours)
+        memory = MemoryContestant(MemoryStore(max_stored=kept), p.window)
+        memory.name = f"{kept} kept (MemoryStore)"
+        await memory.reseed(["long"], history(kept, p.message_chars))
+        found.append(memory)
+    gc.collect()
+
+    def variant(c: OursContestant) -> Variant:
+        async def turn(_: int) -> None:
+            seen = await c.turn("long", user, reply)
+            if seen != p.window:
+                raise AssertionError(f"{c.name} loaded {seen}, expected {p.window}")
+
+        return Variant(c.name, turn)
+
+    variants = [variant(c) for c in found]
+    ctx.progress.section("scaling: a turn on 40 vs 10,000 kept messages", p.grid_rounds)
+    await run_interleaved(variants, rounds=p.grid_rounds, warmup=p.warmup, progress=ctx.progress)
+    out: dict[str, Any] = {"window": p.window}
+    for v, c in zip(variants, found, strict=True):
+        out[v.name] = {**summarize(v.samples), "kept": await c.store.count("long")}
+    for c in found:
+        await c.store.delete("long")
+    return out
 
 
 async def run(ctx: Context) -> dict[str, Any]:
@@ -166,8 +210,10 @@ async def run(ctx: Context) -> dict[str, Any]:
         await c.aclose()
 
     grid = await _grid(ctx)
+    retention = await _retention(ctx)
     return {
         "concurrency": concurrency,
         "one_session": {"requests": n, "results": one},
         "history_window": grid,
+        "retention": retention,
     }
