@@ -105,3 +105,29 @@ async def test_near_cache_after_a_settled_commit_is_reread(
         await client_a.delete(f"{prefix}:index")
         await client_a.aclose()
         await client_b.aclose()
+
+
+async def test_a_cached_entry_never_grows_with_a_long_conversation(
+    redis_url: str, prefix: str
+) -> None:
+    from promptkit_async.stores._redis._cache import KEEP
+
+    client = aioredis.Redis.from_url(redis_url)
+    cached = RedisStore(client, prefix=prefix, near_cache=10, max_stored=500)
+    truth = RedisStore(client, prefix=prefix)
+    try:
+        for turn in range(120):  # 240 messages: past KEEP, then past nothing else
+            async with Session(cached, "long", max_messages=20) as s:
+                s.add(u(f"q{turn}"), Message.assistant(f"a{turn}"))
+            entry = cached._cache.get("long")
+            assert entry is not None and len(entry.messages) <= KEEP
+        assert cached.cache_hits >= 100  # the window kept being served from the cache
+        window = await cached.load("long", 20)
+        assert window == await truth.load("long", 20)
+        assert [m.id for m in window] == [m.id for m in await truth.load("long", 20)]
+        assert await cached.count("long") == 240
+        assert await cached.load("long") == await truth.load("long")  # a miss, read whole
+    finally:
+        await truth.delete("long")
+        await client.delete(f"{prefix}:index")
+        await client.aclose()

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
     from ..._messages import Message
 
-__all__ = ["CacheEntry", "NearCache"]
+__all__ = ["KEEP", "CacheEntry", "NearCache"]
+
+#: The most messages an entry that holds a whole (short) history keeps.
+KEEP = 100
 
 
 class CacheEntry:
@@ -99,12 +102,17 @@ class NearCache:
             return
         combined = entry.messages + tuple(batch)
         length = before + len(batch)
+        if max_messages is not None and length > max_messages:
+            length = max_messages  # the commit trimmed the stored history to this
         complete = entry.complete
-        if max_messages is not None and len(combined) >= max_messages:
-            combined = combined[-max_messages:]
-            complete = True  # storage was capped to exactly this
-        elif not complete:
-            combined = combined[-len(entry.messages) :] if entry.messages else combined
-        if max_messages is not None:
-            length = min(length, max_messages)
+        if len(combined) >= length:
+            combined = combined[len(combined) - length :]
+            complete = True  # we hold every message the session keeps
+        # A window stays the size it was read at; a whole history is kept up to
+        # KEEP messages, then as a window of that size: an entry never grows
+        # with a long conversation.
+        window = max(len(entry.messages), KEEP) if complete else len(entry.messages)
+        if len(combined) > window:
+            combined = combined[len(combined) - window :]
+            complete = False
         self.remember(session_id, CacheEntry(turn_id, length, combined, complete))
