@@ -28,7 +28,10 @@ Endpoints:
   sending it again. Data is JSON
   with non-ASCII escaped, so it never contains a line break of any kind.
 - ``GET /sessions/{session_id}``: ``{"session_id": ..., "messages": [{"role": ...,
-  "content": ...}, ...]}`` (an unknown session has no messages).
+  "content": ..., "id": ..., "created_at": ...}, ...]}``: every kept message
+  (``Message.to_dict()``; an unknown session has no messages). ``?limit=50`` gives
+  the newest 50 and ``?limit=50&before=<id>`` the 50 before that message (404
+  ``message_not_found`` for an id the session does not keep).
 - ``DELETE /sessions/{session_id}``: ``{"session_id": ..., "deleted": true|false}``.
 
 Errors before the stream starts are JSON ``{"error": <code>, "message": <text>}``:
@@ -86,12 +89,14 @@ from promptkit_async import (
     CorruptHistory,
     InvalidMessage,
     InvalidSessionId,
+    MessageNotFound,
     MessageTooLarge,
     PromptKitError,
     ProviderError,
     RateLimited,
     SessionBusy,
     StoreUnavailable,
+    SupportsHistory,
 )
 
 if TYPE_CHECKING:
@@ -196,6 +201,8 @@ def _classify(exc: PromptKitError) -> tuple[int, str, float | None]:
         return 503, "store_unavailable", 1.0
     if isinstance(exc, CorruptHistory):
         return 500, "corrupt_history", None
+    if isinstance(exc, MessageNotFound):
+        return 404, "message_not_found", None
     if isinstance(exc, RateLimited):
         return 503, "provider_rate_limited", exc.retry_after or 1.0
     if isinstance(exc, ProviderError):
@@ -364,9 +371,20 @@ async def post_message(request: Request) -> Response:
 
 
 async def get_session(request: Request) -> Response:
-    """The stored history, oldest first."""
+    """The kept history, oldest first; ``?limit=N&before=ID`` pages back from a message."""
     session_id = _session_id(request)
-    messages = await _conversations(request).history(session_id)
+    chats = _conversations(request)
+    limit_text, before = request.query_params.get("limit"), request.query_params.get("before")
+    if limit_text is None and before is None:
+        messages = await chats.history(session_id)
+    else:
+        if limit_text is not None and not (limit_text.isdigit() and 0 < int(limit_text) <= 1000):
+            raise _Rejected(400, "invalid_limit", "limit must be a whole number from 1 to 1000")
+        store = chats.store
+        if not isinstance(store, SupportsHistory):
+            raise _Rejected(501, "no_paging", f"{type(store).__name__} cannot page a history")
+        limit = int(limit_text) if limit_text is not None else None
+        messages = await store.load(session_id, limit, before=before)
     return JSONResponse({"session_id": session_id, "messages": [m.to_dict() for m in messages]})
 
 

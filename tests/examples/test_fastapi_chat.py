@@ -655,3 +655,22 @@ async def test_uvicorn_command_with_redis_url(
             assert [m.content for m in await store.load("r1")][0] == "hello"
     finally:
         delete_keys(redis_url, prefix)
+
+
+async def test_history_pages_back_by_message_id(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    for i in range(3):
+        await turn(client, f"{srv.url}/sessions/pager/messages", f"q{i}")
+    whole = (await client.get(f"{srv.url}/sessions/pager")).json()["messages"]
+    assert [m["id"] for m in whole] == [str(i) for i in range(6)]
+    r = await client.get(f"{srv.url}/sessions/pager", params={"limit": 2})
+    assert r.json()["messages"] == whole[-2:]
+    r = await client.get(f"{srv.url}/sessions/pager", params={"limit": 3, "before": "4"})
+    assert r.json()["messages"] == whole[1:4]
+    r = await client.get(f"{srv.url}/sessions/pager", params={"before": "99"})
+    assert r.status_code == 404 and r.json()["error"] == "message_not_found"
+    for bad in ("0", "-1", "x", "5000"):
+        r = await client.get(f"{srv.url}/sessions/pager", params={"limit": bad})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_limit", bad
