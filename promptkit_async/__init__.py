@@ -52,9 +52,12 @@ from ._parts import Part as Part
 from ._parts import TextPart as TextPart
 from ._parts import ThinkingPart as ThinkingPart
 from ._reply import ReplyStream as ReplyStream
+from ._reply import RunOutcome as RunOutcome
 from ._session import Session as Session
 from ._settings import SessionOptions as SessionOptions
 from ._settings import SessionSettings as SessionSettings
+from ._tools import Tool as Tool
+from ._tools import tool as tool
 from ._trim import TokenCounter as TokenCounter
 from ._trim import estimate_tokens as estimate_tokens
 from ._trim import trim as trim
@@ -138,6 +141,7 @@ __all__ = [
     "ReplyDone",
     "ReplyStream",
     "Role",
+    "RunOutcome",
     "ScriptedCall",
     "ScriptedProvider",
     "ScriptedReply",
@@ -164,6 +168,7 @@ __all__ = [
     "TextPart",
     "ThinkingPart",
     "TokenCounter",
+    "Tool",
     "ToolCall",
     "Turn",
     "TurnOutcome",
@@ -172,6 +177,7 @@ __all__ = [
     "estimate_tokens",
     "provider_from_env",
     "store_from_env",
+    "tool",
     "trim",
 ]
 

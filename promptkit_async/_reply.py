@@ -8,7 +8,8 @@ nothing (unless ``save_unanswered``), so a turn is written whole or not at all.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._exceptions import MessageTooLarge, ProviderStreamError
 from ._messages import Message
@@ -22,7 +23,28 @@ if TYPE_CHECKING:
     from ._session import Session
     from .providers._base import Provider
 
-__all__ = ["ReplyStream", "run_reply"]
+__all__ = ["ReplyStream", "RunOutcome", "RunStop", "aclose_events", "run_reply"]
+
+#: How a ``session.run()`` ended: the model answered without calling a tool,
+#: or the step limit was reached (the last tools' results are staged, unanswered).
+RunStop = Literal["answered", "max_steps"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What one ``session.run()`` did (``ReplyStream.outcome`` once it is read).
+
+    Attributes:
+        stop: ``"answered"`` or ``"max_steps"``.
+        steps: how many model calls were made.
+        messages: what the run staged, in order: the user message, each
+            assistant message with its tool calls and their results, and the
+            last reply.
+    """
+
+    stop: RunStop
+    steps: int
+    messages: tuple[Message, ...]
 
 
 async def run_reply(
@@ -70,7 +92,7 @@ async def run_reply(
             session.add(user)
         raise
     finally:
-        await _aclose(events)
+        await aclose_events(events)
     if reply is None:
         if settings.save_unanswered:
             session.add(user)
@@ -89,7 +111,7 @@ def _minimal_window(before: list[Message], user: Message) -> list[Message]:
     return [user]
 
 
-async def _aclose(events: AsyncIterator[Any]) -> None:
+async def aclose_events(events: AsyncIterator[Any]) -> None:
     # Provider.stream_reply is declared as an AsyncIterator; the bundled ones are
     # async generators, which must be closed for their HTTP response to close.
     aclose = getattr(events, "aclose", None)
@@ -98,16 +120,20 @@ async def _aclose(events: AsyncIterator[Any]) -> None:
 
 
 class ReplyStream(AsyncResource):
-    """The reply of one ``session.stream()`` call: an async iterator of text pieces.
+    """The reply of one ``session.stream()`` or ``session.run()`` call: an async iterator
+    of text pieces.
 
-    After it is exhausted, :attr:`message` holds the assembled assistant message.
+    After it is exhausted, :attr:`message` holds the assembled assistant message
+    (for a run, the last one), and for a run :attr:`outcome` says how it ended
+    and what it staged.
     """
 
-    __slots__ = ("_gen", "finished", "message")
+    __slots__ = ("_gen", "finished", "message", "outcome")
 
-    def __init__(self, gen: AsyncGenerator[str | Message, None]) -> None:
+    def __init__(self, gen: AsyncGenerator[str | Message | RunOutcome, None]) -> None:
         self._gen = gen
         self.message: Message | None = None
+        self.outcome: RunOutcome | None = None
         self.finished = False
 
     def __aiter__(self) -> ReplyStream:
@@ -118,6 +144,9 @@ class ReplyStream(AsyncResource):
             raise StopAsyncIteration
         try:
             item = await self._gen.__anext__()
+            if type(item) is RunOutcome:
+                self.outcome = item
+                item = await self._gen.__anext__()
         except BaseException:
             self.finished = True
             raise
@@ -126,6 +155,7 @@ class ReplyStream(AsyncResource):
             self.finished = True
             await self._gen.aclose()
             raise StopAsyncIteration
+        assert type(item) is str
         return item
 
     async def aclose(self) -> None:

@@ -30,11 +30,13 @@ from ._messages import Message
 from ._plan import plan_for, release, settle_after_cancel
 from ._reply import ReplyStream, run_reply
 from ._settings import DEFAULT_SETTINGS, SessionSettings
+from ._toolloop import run_tools
+from ._tools import Tool
 from ._trim import trim
 from .stores._contract import trusted_turn
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from types import TracebackType
 
     from typing_extensions import Self, Unpack
@@ -330,6 +332,53 @@ class Session:
                 already running.
             ProviderError: the call failed (nothing is staged).
         """
+        provider, user = self._start_reply(content, provider)
+        self._stream = ReplyStream(run_reply(self, provider, user))
+        return self._stream
+
+    def run(
+        self,
+        content: str | Message,
+        *,
+        tools: Sequence[Tool],
+        max_steps: int = 8,
+        provider: Provider | None = None,
+    ) -> ReplyStream:
+        """Like :meth:`stream`, with tools: the model may call them, and is sent their results.
+
+        Each step streams a reply (its text is yielded as it arrives); when the
+        reply calls tools, they run (concurrently when several are asked for at
+        once) and the next step sends their results, until the model answers
+        without calling one or ``max_steps`` model calls were made. A tool that
+        raises becomes an error result (``is_error``) the model reads. Every
+        message of the run is staged together when it ends and written by the
+        block's one commit; a failed or cancelled run stages nothing. After the
+        stream is read, ``reply.message`` is the last reply and
+        ``reply.outcome`` (:class:`RunOutcome`) says why it stopped.
+
+        Raises:
+            SessionStateError: outside the block, no provider, or a reply
+                already running.
+            ValueError: ``max_steps`` below 1, or two tools with one name.
+            ProviderError: a model call failed (nothing is staged).
+        """
+        if type(max_steps) is not int or max_steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        tools = tuple(tools)
+        for t in tools:
+            if not isinstance(t, Tool):
+                raise TypeError(f"tools must be Tool objects (see promptkit_async.tool), got {t!r}")
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two tools share a name: {sorted(names)}")
+        provider, user = self._start_reply(content, provider)
+        self._stream = ReplyStream(run_tools(self, provider, user, tools, max_steps))
+        return self._stream
+
+    def _start_reply(
+        self, content: str | Message, provider: Provider | None
+    ) -> tuple[Provider, Message]:
+        """The provider and user message of a new reply, after the checks both calls share."""
         self._check_open()
         provider = provider or self.provider
         if provider is None:
@@ -344,8 +393,7 @@ class Session:
         user = content if isinstance(content, Message) else Message.user(content)
         if user.role not in ("user", "tool"):
             raise InvalidMessage(f"stream() sends a user or tool message, not {user.role}")
-        self._stream = ReplyStream(run_reply(self, provider, user))
-        return self._stream
+        return provider, user
 
     async def send(self, content: str | Message, *, provider: Provider | None = None) -> Message:
         """Like :meth:`stream`, but wait for the whole reply and return it."""

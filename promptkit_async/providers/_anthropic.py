@@ -20,6 +20,7 @@ from ._http import (
     DEFAULT_REPLY_TIMEOUT,
     HTTPProvider,
 )
+from ._tool_specs import anthropic_tools
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._messages import Message
+    from .._tools import Tool
 
 __all__ = ["DEFAULT_ANTHROPIC_BASE_URL", "AnthropicProvider"]
 
@@ -111,8 +113,16 @@ class AnthropicProvider(HTTPProvider):
             **(headers or {}),
         }
 
-    def build_body(self, messages: Sequence[Message], system: str | None) -> dict[str, Any]:
-        """The JSON request body for one reply (useful for logging or debugging)."""
+    def build_body(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[Tool] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON request body for one reply (useful for logging or debugging).
+
+        ``tools`` replace any ``tools`` given in ``params`` for this request.
+        """
         merged_system, wire = to_anthropic_messages(messages, system)
         body: dict[str, Any] = {
             "model": self.model,
@@ -123,10 +133,16 @@ class AnthropicProvider(HTTPProvider):
         }
         if merged_system:
             body["system"] = merged_system
+        if tools:
+            body["tools"] = anthropic_tools(tools)
         return body
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one assistant reply to ``messages``.
 
@@ -151,7 +167,7 @@ class AnthropicProvider(HTTPProvider):
         if self._api_key is not None:
             headers["x-api-key"] = self._api_key.reveal()
         parser = AnthropicEventParser(provider=self._provider_name)
-        body = self.build_body(messages, system)
+        body = self.build_body(messages, system, tools)
         url = f"{self.base_url}/v1/messages"
         async with contextlib.aclosing(self._stream_events(url, body, headers)) as events:
             async for event in events:

@@ -43,7 +43,8 @@ class Provider(Protocol):
 
     ``stream_reply`` is an async generator: the session closes it (``aclose``)
     when the caller stops early or is cancelled, which must close the HTTP
-    response at once.
+    response at once. For ``session.run()`` (the tool loop) it must also take
+    ``tools=`` (a sequence of :class:`Tool`), as every bundled provider does.
     """
 
     def stream_reply(

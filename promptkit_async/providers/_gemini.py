@@ -21,6 +21,7 @@ from ._http import (
     DEFAULT_REPLY_TIMEOUT,
     HTTPProvider,
 )
+from ._tool_specs import gemini_tools
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._messages import Message
+    from .._tools import Tool
 
 __all__ = ["DEFAULT_GEMINI_BASE_URL", "GeminiProvider"]
 
@@ -113,16 +115,30 @@ class GeminiProvider(HTTPProvider):
             path = f"models/{path}"
         return f"{self.base_url}/v1beta/{quote(path)}:streamGenerateContent?alt=sse"
 
-    def build_body(self, messages: Sequence[Message], system: str | None) -> dict[str, Any]:
-        """The JSON request body for one reply (useful for logging or debugging)."""
+    def build_body(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[Tool] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON request body for one reply (useful for logging or debugging).
+
+        ``tools`` replace any ``tools`` given in ``params`` for this request.
+        """
         instruction, contents = to_gemini_contents(messages, system)
         body: dict[str, Any] = {**self.params, "contents": contents}
         if instruction is not None:
             body["systemInstruction"] = instruction
+        if tools:
+            body["tools"] = gemini_tools(tools)
         return body
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one assistant reply to ``messages``.
 
@@ -151,7 +167,7 @@ class GeminiProvider(HTTPProvider):
         if self._api_key is not None:
             headers["x-goog-api-key"] = self._api_key.reveal()
         parser = GeminiChunkParser(provider=self._provider_name)
-        body = self.build_body(messages, system)
+        body = self.build_body(messages, system, tools)
         # No terminator on this stream: it is read to its end, which follows the
         # chunk carrying the finishReason (and the final usage).
         async with contextlib.aclosing(self._stream_events(self.url, body, headers)) as events:

@@ -22,6 +22,7 @@ from ._http import (
     HTTPProvider,
 )
 from ._ollama_wire import OllamaLineParser, to_ollama_messages
+from ._tool_specs import ollama_tools
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._messages import Message
+    from .._tools import Tool
 
 __all__ = ["DEFAULT_OLLAMA_BASE_URL", "OllamaProvider", "ollama_base_url"]
 
@@ -140,17 +142,32 @@ class OllamaProvider(HTTPProvider):
         self.params: dict[str, Any] = dict(params or {})
         self._headers = {"Accept": "application/x-ndjson", **(headers or {})}
 
-    def build_body(self, messages: Sequence[Message], system: str | None) -> dict[str, Any]:
-        """The JSON request body for one reply (useful for logging or debugging)."""
-        return {
+    def build_body(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[Tool] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON request body for one reply (useful for logging or debugging).
+
+        ``tools`` replace any ``tools`` given in ``params`` for this request.
+        """
+        body: dict[str, Any] = {
             "model": self.model,
             **self.params,
             "messages": to_ollama_messages(messages, system),
             "stream": True,
         }
+        if tools:
+            body["tools"] = ollama_tools(tools)
+        return body
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one assistant reply to ``messages``.
 
@@ -173,7 +190,7 @@ class OllamaProvider(HTTPProvider):
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         parser = OllamaLineParser(provider=self._provider_name)
-        body = self.build_body(messages, system)
+        body = self.build_body(messages, system, tools)
         url = f"{self.base_url}/api/chat"
         async with contextlib.aclosing(self._stream_lines(url, body, headers)) as lines:
             async for line in lines:

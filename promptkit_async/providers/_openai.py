@@ -20,6 +20,7 @@ from ._http import (
     HTTPProvider,
 )
 from ._openai_wire import OpenAIChunkParser, to_openai_messages
+from ._tool_specs import openai_tools
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._messages import Message
+    from .._tools import Tool
 
 __all__ = ["DEFAULT_OPENAI_BASE_URL", "OpenAIProvider"]
 
@@ -114,8 +116,16 @@ class OpenAIProvider(HTTPProvider):
         if organization:
             self._headers["OpenAI-Organization"] = organization
 
-    def build_body(self, messages: Sequence[Message], system: str | None) -> dict[str, Any]:
-        """The JSON request body for one reply (useful for logging or debugging)."""
+    def build_body(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[Tool] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON request body for one reply (useful for logging or debugging).
+
+        ``tools`` replace any ``tools`` given in ``params`` for this request.
+        """
         body: dict[str, Any] = {
             "model": self.model,
             **self.params,
@@ -124,10 +134,16 @@ class OpenAIProvider(HTTPProvider):
         }
         if self.include_usage and "stream_options" not in self.params:
             body["stream_options"] = {"include_usage": True}
+        if tools:
+            body["tools"] = openai_tools(tools)
         return body
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one assistant reply to ``messages``.
 
@@ -148,7 +164,7 @@ class OpenAIProvider(HTTPProvider):
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         parser = OpenAIChunkParser(provider=self._provider_name)
-        body = self.build_body(messages, system)
+        body = self.build_body(messages, system, tools)
         url = f"{self.base_url}/chat/completions"
         async with contextlib.aclosing(self._stream_events(url, body, headers)) as events:
             async for event in events:

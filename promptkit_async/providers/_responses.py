@@ -21,6 +21,7 @@ from ._http import (
 )
 from ._openai import DEFAULT_OPENAI_BASE_URL
 from ._responses_wire import ResponsesEventParser, to_responses_input
+from ._tool_specs import responses_tools
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._messages import Message
+    from .._tools import Tool
 
 __all__ = ["OpenAIResponsesProvider"]
 
@@ -121,8 +123,16 @@ class OpenAIResponsesProvider(HTTPProvider):
         if organization:
             self._headers["OpenAI-Organization"] = organization
 
-    def build_body(self, messages: Sequence[Message], system: str | None) -> dict[str, Any]:
-        """The JSON request body for one reply (useful for logging or debugging)."""
+    def build_body(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[Tool] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON request body for one reply (useful for logging or debugging).
+
+        ``tools`` replace any ``tools`` given in ``params`` for this request.
+        """
         body: dict[str, Any] = {
             "model": self.model,
             **self.params,
@@ -138,10 +148,16 @@ class OpenAIResponsesProvider(HTTPProvider):
             if _ENCRYPTED_REASONING not in include:
                 include.append(_ENCRYPTED_REASONING)
             body["include"] = include
+        if tools:
+            body["tools"] = responses_tools(tools)
         return body
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one assistant reply to ``messages``.
 
@@ -167,7 +183,7 @@ class OpenAIResponsesProvider(HTTPProvider):
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         parser = ResponsesEventParser(provider=self._provider_name)
-        body = self.build_body(messages, system)
+        body = self.build_body(messages, system, tools)
         url = f"{self.base_url}/responses"
         async with contextlib.aclosing(self._stream_events(url, body, headers)) as events:
             async for event in events:

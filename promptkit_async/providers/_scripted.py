@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import ProviderError
 from .._messages import Message
@@ -21,6 +21,9 @@ from .._resources import AsyncResource
 from ._base import ReplyDone, StreamEvent, TextDelta
 from ._openai_wire import OpenAIChunkParser
 from ._sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from .._tools import Tool
 
 __all__ = ["ScriptedReply", "ScriptedCall", "ScriptedProvider", "echo_reply"]
 
@@ -33,10 +36,11 @@ _WORD = re.compile(r"\s*\S+\s*|\s+")
 
 @dataclass(frozen=True, slots=True)
 class ScriptedCall:
-    """What one ``stream_reply`` call received."""
+    """What one ``stream_reply`` call received (``tools``: their names, in order)."""
 
     messages: tuple[Message, ...]
     system: str | None
+    tools: tuple[str, ...] = ()
 
 
 def _quote(text: str, limit: int = 60) -> str:
@@ -179,9 +183,13 @@ class ScriptedProvider(AsyncResource):
         yield b"data: [DONE]\n\n", False
 
     async def stream_reply(
-        self, messages: Sequence[Message], *, system: str | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Stream the next scripted reply.
+        """Stream the next scripted reply (``tools`` are only recorded).
 
         Raises:
             ProviderError: the provider was closed, or the scripted replies ran out.
@@ -189,7 +197,7 @@ class ScriptedProvider(AsyncResource):
         """
         if self._closed:
             raise ProviderError("ScriptedProvider is closed")
-        self.calls.append(ScriptedCall(tuple(messages), system))
+        self.calls.append(ScriptedCall(tuple(messages), system, tuple(t.name for t in tools or ())))
         reply = self._next_reply(messages)
         prompt_words = sum(len(m.text.split()) for m in messages)
         if system:
