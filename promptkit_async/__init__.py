@@ -53,6 +53,7 @@ from ._parts import TextPart as TextPart
 from ._parts import ThinkingPart as ThinkingPart
 from ._reply import ReplyStream as ReplyStream
 from ._reply import RunOutcome as RunOutcome
+from ._reply import RunStop as RunStop
 from ._session import Session as Session
 from ._settings import SessionOptions as SessionOptions
 from ._settings import SessionSettings as SessionSettings
@@ -142,6 +143,7 @@ __all__ = [
     "ReplyStream",
     "Role",
     "RunOutcome",
+    "RunStop",
     "ScriptedCall",
     "ScriptedProvider",
     "ScriptedReply",

@@ -23,6 +23,12 @@ message's metadata, so that the next request can send them back unchanged:
 Tool results become ``functionResponse`` parts, which need the function's
 name: it is looked up by ``tool_call_id`` in the nearest preceding assistant
 message that made the call.
+
+A user's media goes as ``inlineData`` (the stored base64, as is) or, by URL,
+as ``fileData`` (which needs a ``mimeType``): images, PDFs and audio alike.
+Gemini's own thoughts are never parts here (their signatures ride in the
+metadata above), so a :class:`ThinkingPart`, always another provider's, is
+left out.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall, text_only
+from .._messages import Message, ToolCall
+from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
 from ._arguments import arguments_object, arguments_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .._parts import Part
     from .._types import JSONValue
     from ._sse import ServerSentEvent
 
@@ -55,8 +63,9 @@ _FINISHED: Final = {"STOP": "stop", "MAX_TOKENS": "length"}
 
 
 # -- request ---------------------------------------------------------------------
-# One function per part kind: messages carry text only today, and a new part
-# kind (inlineData, fileData) is one more function here.
+# One function per part kind. Part shapes (camelCase, as the REST API takes them):
+# text, inlineData {mimeType, data}, fileData {mimeType, fileUri}, functionCall,
+# functionResponse (https://ai.google.dev/api/caching#Part, #Blob, #FileData).
 
 
 def _text_part(text: str, signature: str | None = None) -> dict[str, Any]:
@@ -78,8 +87,49 @@ def _function_call_part(
     return part
 
 
+def _an(name: str) -> str:
+    """``name`` with its article: "an ImagePart", "a FilePart", "an assistant"."""
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def _text_of(message: Message, why: str) -> str:
+    """The text of a message that can carry no media (thinking is left out).
+
+    Raises:
+        InvalidMessage: a media part, naming it, the role, and ``why``.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return content
+    for part in content:
+        if type(part) is not TextPart and type(part) is not ThinkingPart:
+            raise InvalidMessage(
+                f"gemini cannot carry {_an(type(part).__name__)} in {_an(message.role)} "
+                f"message ({why})"
+            )
+    return message.text
+
+
+def _media_part(part: ImagePart | FilePart | AudioPart) -> dict[str, Any]:
+    """Inline bytes as ``inlineData`` (the stored base64, not encoded again); a URL as
+    ``fileData`` (a Files API URI, or a URL Gemini fetches).
+
+    Raises:
+        InvalidMessage: a URL without ``media_type``, which ``fileData`` requires.
+    """
+    if part.base64 is not None:
+        return {"inlineData": {"mimeType": part.media_type, "data": part.base64}}
+    name = type(part).__name__
+    if part.media_type is None:
+        raise InvalidMessage(
+            f"gemini cannot carry {_an(name)} by URL without a media type (fileData needs "
+            f"its mimeType): pass {name}(url=..., media_type=...)"
+        )
+    return {"fileData": {"mimeType": part.media_type, "fileUri": part.url}}
+
+
 def _function_response_part(name: str, result: Message, wire_id: str | None) -> dict[str, Any]:
-    output = text_only(result, "gemini")
+    output = _text_of(result, "a functionResponse carries JSON: send media in a user message")
     function: dict[str, Any] = {"name": name, "response": _response_object(output)}
     if wire_id is not None:
         function["id"] = wire_id
@@ -96,9 +146,20 @@ def _response_object(content: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": content}
 
 
+def _user_part(part: Part) -> dict[str, Any] | None:
+    """One part of a user turn (None: nothing to send; empty text is refused by the API)."""
+    if type(part) is TextPart:
+        return _text_part(part.text) if part.text else None
+    if isinstance(part, (ImagePart, FilePart, AudioPart)):
+        return _media_part(part)
+    return None  # ThinkingPart
+
+
 def _user_parts(message: Message) -> list[dict[str, Any]]:
-    text = text_only(message, "gemini")
-    return [_text_part(text)] if text else []
+    content = message.content
+    if isinstance(content, str):
+        return [_text_part(content)] if content else []
+    return [out for part in content if (out := _user_part(part)) is not None]
 
 
 def _signatures(message: Message) -> tuple[str | None, Mapping[str, Any]]:
@@ -119,7 +180,7 @@ def _model_parts(message: Message) -> list[dict[str, Any]]:
     text_signature, call_signatures = _signatures(message)
     gemini_ids = _gemini_ids(message)
     parts = []
-    text = text_only(message, "gemini")
+    text = _text_of(message, "Gemini takes media in user turns only")
     if text:
         parts.append(_text_part(text, text_signature))
     for call in message.tool_calls:
@@ -148,6 +209,9 @@ def to_gemini_contents(
       ``functionCall`` part per tool call (arguments parsed into ``args``;
       arguments that are not a JSON object are sent as ``{}``), each with
       the ``thoughtSignature`` it came with.
+    - User parts become ``text``, ``inlineData`` and ``fileData`` parts, in
+      their order; thinking is left out, and media on any other role (or a URL
+      without a media type) is refused before anything is sent.
     - Tool results become ``functionResponse`` parts in a ``user`` turn. A
       result whose call is not in the window is dropped: without the call
       there is no function name to send.
@@ -160,7 +224,7 @@ def to_gemini_contents(
     calls: dict[str, tuple[str, bool]] = {}  # call id -> (name, id came from Gemini)
     for m in messages:
         if m.role == "system":
-            text = text_only(m, "gemini")
+            text = _text_of(m, "systemInstruction is text")
             if text:
                 system_parts.append(text)
             continue

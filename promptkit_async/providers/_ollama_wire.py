@@ -5,14 +5,21 @@ the assembly of a reply from the NDJSON lines it streams: one JSON object per
 line, ``message.content`` carrying a piece of text or ``message.tool_calls``
 whole calls, and a last line with ``done: true``, the ``done_reason`` and the
 token counts. No I/O here: ``_ollama.py`` sends what this builds.
+
+A message's images go beside its text, in ``images``: raw base64 (no ``data:``
+prefix), the stored string as is. That is all the media ``/api/chat`` takes:
+an image by URL, a file or audio is refused before anything is sent. Thinking
+is left out: the parser keeps none of Ollama's own, and another provider's
+reasoning is not this model's to continue.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall, text_only
+from .._messages import Message, ToolCall
+from .._parts import ImagePart, TextPart, ThinkingPart
 from ._arguments import arguments_object, arguments_text
 
 if TYPE_CHECKING:
@@ -24,12 +31,63 @@ __all__ = ["OllamaLineParser", "to_ollama_messages"]
 
 
 # -- request ---------------------------------------------------------------------
-# One function per message or part kind: messages carry text only today, and
-# images (Ollama's ``images``, raw base64) will be one more function here.
+# One function per message or part kind. Message shape: role, content, images (a list
+# of base64 strings, no data: prefix), tool_calls, tool_name, tool_call_id
+# (https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion;
+# api/types.go Message).
+
+_IMAGE_ROLES: Final = frozenset({"user", "tool"})
+"""Roles whose images are sent: what the user shows, and what a tool returns."""
+
+
+def _an(name: str) -> str:
+    """``name`` with its article: "an AudioPart", "a FilePart", "an assistant"."""
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def _images(message: Message) -> list[str]:
+    """The base64 of each inline image; the text is ``message.text``.
+
+    Raises:
+        InvalidMessage: an image by URL, a file, audio, or an image on a role
+            that takes none, naming the part.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return []
+    images: list[str] = []
+    for part in content:
+        if type(part) is TextPart or type(part) is ThinkingPart:
+            continue
+        name = type(part).__name__
+        if type(part) is not ImagePart:
+            raise InvalidMessage(
+                f"ollama cannot carry {_an(name)} in {_an(message.role)} message "
+                "(/api/chat takes text and inline images only)"
+            )
+        if part.base64 is None:
+            raise InvalidMessage(
+                "ollama cannot carry an ImagePart by URL (images are inline base64 only): "
+                "fetch it and pass ImagePart(data=..., media_type=...)"
+            )
+        if message.role not in _IMAGE_ROLES:
+            raise InvalidMessage(
+                f"ollama cannot carry an ImagePart in {_an(message.role)} message "
+                "(images go in user messages and tool results only)"
+            )
+        images.append(part.base64)
+    return images
 
 
 def _text_message(role: str, message: Message) -> dict[str, Any]:
-    return {"role": role, "content": text_only(message, "ollama")}
+    content = message.content
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    images = _images(message)
+    out: dict[str, Any] = {"role": role, "content": message.text}
+    if images:
+        out["images"] = images
+    return out
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
@@ -53,6 +111,8 @@ def to_ollama_messages(messages: Sequence[Message], system: str | None) -> list[
     """Convert a neutral history to Ollama ``messages``.
 
     - The system prompt goes first, as a ``system`` message.
+    - Text parts are joined into ``content``; inline images of a user message
+      or a tool result go in ``images``; thinking is left out.
     - Assistant tool calls are sent with their arguments as an object
       (arguments that are not a JSON object are sent as ``{}``).
     - A tool result is a ``tool`` message naming the function it answers

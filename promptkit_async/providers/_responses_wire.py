@@ -10,7 +10,13 @@ request carries the whole window as items. Reasoning models then need their
 reasoning back: each reply asks for ``reasoning.encrypted_content``, keeps the
 reasoning items it returns in the assistant message's metadata
 (``openai_reasoning``), and the next request sends them back, unchanged,
-ahead of that message's other items.
+ahead of that message's other items. That is the round trip for reasoning:
+a :class:`ThinkingPart` (another provider's, or made up) has no item the API
+would take back, so it is left out of every request.
+
+Media parts travel as ``input_image`` and ``input_file`` content, in user
+messages and in tool results (a ``function_call_output`` whose ``output`` is
+a list); audio is refused, since the Responses API documents no audio input.
 """
 
 from __future__ import annotations
@@ -19,15 +25,19 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall, text_only
+from .._messages import Message, ToolCall
+from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .._parts import Part
     from .._types import JSONValue
     from ._sse import ServerSentEvent
 
 __all__ = ["REASONING_METADATA", "ResponsesEventParser", "to_responses_input"]
+
+_PROVIDER: Final = "openai-responses"
 
 REASONING_METADATA: Final = "openai_reasoning"
 """The assistant metadata key holding the raw reasoning items of a reply."""
@@ -36,8 +46,9 @@ _TERMINAL: Final = frozenset({"response.completed", "response.incomplete"})
 
 
 # -- request ---------------------------------------------------------------------
-# One function per item or part kind: messages carry text only today, and a
-# new part kind (images, files) is one more function here.
+# One function per item or part kind. Content part shapes: input_text, input_image
+# (image_url, detail) and input_file (file_data + filename, or file_url), as in
+# https://platform.openai.com/docs/api-reference/responses/create (input message content).
 
 
 def _input_text(text: str) -> dict[str, Any]:
@@ -52,9 +63,85 @@ def _message_item(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "message", "role": role, "content": content}
 
 
+def _data_url(media_type: str | None, b64: str) -> str:
+    """The stored base64 behind a ``data:`` prefix: the bytes are not encoded again."""
+    return f"data:{media_type or 'application/octet-stream'};base64,{b64}"
+
+
+_DEFAULT_FILENAMES: Final = {"application/pdf": "file.pdf"}
+"""A name for an unnamed inline file: the API wants one beside ``file_data``."""
+
+
+def _input_image(part: ImagePart) -> dict[str, Any]:
+    url = part.url if part.base64 is None else _data_url(part.media_type, part.base64)
+    block: dict[str, Any] = {"type": "input_image", "image_url": url}
+    if part.detail is not None:
+        block["detail"] = part.detail  # the API's default (auto) otherwise
+    return block
+
+
+def _input_file(part: FilePart) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "input_file"}
+    if part.base64 is None:
+        block["file_url"] = part.url
+        if part.filename is not None:
+            block["filename"] = part.filename
+        return block
+    block["filename"] = part.filename or _DEFAULT_FILENAMES.get(part.media_type or "", "file")
+    block["file_data"] = _data_url(part.media_type, part.base64)
+    return block
+
+
+def _input_part(part: Part, role: str) -> dict[str, Any] | None:
+    """One part as an input content part (None: nothing to send for it).
+
+    Raises:
+        InvalidMessage: audio, which the Responses API takes no input of.
+    """
+    if type(part) is TextPart:
+        return _input_text(part.text) if part.text else None
+    if type(part) is ImagePart:
+        return _input_image(part)
+    if type(part) is FilePart:
+        return _input_file(part)
+    if type(part) is AudioPart:
+        raise InvalidMessage(
+            f"{_PROVIDER} cannot carry an AudioPart in a {role} message "
+            "(the Responses API takes no audio input; use OpenAIProvider, Chat Completions)"
+        )
+    return None  # ThinkingPart: reasoning travels as reasoning items, not as parts
+
+
+def _an(name: str) -> str:
+    """``name`` with its article: "an ImagePart", "a FilePart", "an assistant"."""
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def _text_of(message: Message) -> str:
+    """The text of a message that may carry no media (thinking is left out).
+
+    Raises:
+        InvalidMessage: a media part, naming it and the role.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return content
+    for part in content:
+        if type(part) is not TextPart and type(part) is not ThinkingPart:
+            raise InvalidMessage(
+                f"{_PROVIDER} cannot carry {_an(type(part).__name__)} in {_an(message.role)} "
+                "message (the Responses API takes media in user messages and tool results only)"
+            )
+    return message.text
+
+
 def _input_content(message: Message) -> list[dict[str, Any]]:
-    """The content parts of a user (or system) message."""
-    return [_input_text(text_only(message, "openai responses"))]
+    """The content parts of a user (or system) message; media only from the user."""
+    content = message.content
+    if isinstance(content, str) or message.role != "user":
+        return [_input_text(_text_of(message))]
+    blocks = [block for part in content if (block := _input_part(part, "user")) is not None]
+    return blocks or [_input_text("")]  # what an empty str content has always sent
 
 
 def _function_call_item(call: ToolCall) -> dict[str, Any]:
@@ -66,12 +153,20 @@ def _function_call_item(call: ToolCall) -> dict[str, Any]:
     }
 
 
+# ``output`` is "a string or a list of input_text / input_image / input_file"
+# (https://platform.openai.com/docs/api-reference/responses/create, function tool call output).
 def _function_call_output_item(message: Message) -> dict[str, Any]:
-    return {
-        "type": "function_call_output",
-        "call_id": message.tool_call_id,
-        "output": text_only(message, "openai responses"),
-    }
+    """``output`` is a str (the text parts joined) unless the result carries media:
+    then the list of input parts the API also takes there."""
+    content = message.content
+    output: str | list[dict[str, Any]]
+    if isinstance(content, str):
+        output = content
+    elif all(type(p) is TextPart or type(p) is ThinkingPart for p in content):
+        output = message.text
+    else:
+        output = [block for p in content if (block := _input_part(p, "tool")) is not None]
+    return {"type": "function_call_output", "call_id": message.tool_call_id, "output": output}
 
 
 def _reasoning_items(message: Message) -> list[dict[str, Any]]:
@@ -85,12 +180,16 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Convert a neutral history to Responses ``input`` items.
 
     - User and system messages become ``message`` items with ``input_text``
-      parts; assistant text becomes an ``output_text`` part of an assistant
-      ``message`` item.
+      parts; a user's images and files become ``input_image`` / ``input_file``
+      parts (inline data as a ``data:`` URL). Assistant text becomes an
+      ``output_text`` part of an assistant ``message`` item.
     - An assistant message's reasoning items (metadata ``openai_reasoning``)
       come first, then its text, then one ``function_call`` item per tool call.
-    - A tool result becomes a ``function_call_output`` item. A result whose
+    - A tool result becomes a ``function_call_output`` item (its ``output``
+      the text, or a list of input parts when it carries media). A result whose
       call is not in the window (trimmed away) is dropped: the API rejects it.
+    - Thinking parts are left out. Audio, and media on an assistant or system
+      message, are refused before anything is sent.
     - Empty assistant text is left out; so is a message left with no item.
     """
     items: list[dict[str, Any]] = []
@@ -101,7 +200,7 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 items.append(_function_call_output_item(m))
         elif m.role == "assistant":
             items.extend(_reasoning_items(m))
-            text = text_only(m, "openai responses")
+            text = _text_of(m)
             if text:
                 items.append(_message_item("assistant", [_output_text(text)]))
             for call in m.tool_calls:
