@@ -16,12 +16,16 @@ from ._env import ProviderName as ProviderName
 from ._env import provider_from_env as provider_from_env
 from ._env import store_from_env as store_from_env
 from ._exceptions import CommitOutcomeUnknown as CommitOutcomeUnknown
+from ._exceptions import ConversationExists as ConversationExists
+from ._exceptions import ConversationNotFound as ConversationNotFound
 from ._exceptions import CorruptHistory as CorruptHistory
+from ._exceptions import InvalidCursor as InvalidCursor
 from ._exceptions import InvalidMessage as InvalidMessage
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LockLost as LockLost
 from ._exceptions import MessageNotFound as MessageNotFound
 from ._exceptions import MessageTooLarge as MessageTooLarge
+from ._exceptions import OwnerMismatch as OwnerMismatch
 from ._exceptions import PromptKitError as PromptKitError
 from ._exceptions import ProviderAuthError as ProviderAuthError
 from ._exceptions import ProviderError as ProviderError
@@ -39,6 +43,8 @@ from ._exceptions import StoreRejected as StoreRejected
 from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import UnsupportedServer as UnsupportedServer
 from ._exports import publish as _publish
+from ._info import ConversationInfo as ConversationInfo
+from ._info import ConversationPage as ConversationPage
 from ._locks import LockRegistry as LockRegistry
 from ._messages import Message as Message
 from ._messages import ToolCall as ToolCall
@@ -99,6 +105,10 @@ __all__ = [
     "AudioPart",
     "BaseStore",
     "CommitOutcomeUnknown",
+    "ConversationExists",
+    "ConversationInfo",
+    "ConversationNotFound",
+    "ConversationPage",
     "Conversations",
     "CorruptHistory",
     "DEFAULT_ANTHROPIC_MODEL",
@@ -111,6 +121,7 @@ __all__ = [
     "FilePart",
     "GeminiProvider",
     "ImagePart",
+    "InvalidCursor",
     "InvalidMessage",
     "InvalidSessionId",
     "JSONValue",
@@ -128,6 +139,7 @@ __all__ = [
     "OnLoadError",
     "OpenAIProvider",
     "OpenAIResponsesProvider",
+    "OwnerMismatch",
     "Part",
     "PromptKitError",
     "Provider",

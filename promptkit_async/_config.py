@@ -17,6 +17,7 @@ __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "MAX_TTL",
     "check_limit",
+    "check_owner",
     "check_session_id",
     "ttl_seconds",
 ]
@@ -90,3 +91,11 @@ def check_limit(name: str, value: int | None, *, minimum: int = 1) -> int | None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} (or None for unlimited), got {value}")
     return value
+
+
+def check_owner(owner: object) -> str:
+    """An owner is keyed on like a session id: a non-empty str the stores can encode."""
+    try:
+        return check_session_id(owner)
+    except InvalidSessionId as exc:
+        raise InvalidSessionId(f"owner: {exc}") from None

@@ -13,6 +13,10 @@ retrying)::
     │   └── MessageTooLarge                  one message or one turn over the limit
     ├── MessageNotFound (+LookupError)       a message id the session does not hold
     ├── SessionExists                        an import into a session that has history
+    │   └── ConversationExists               a fork onto an id that is taken
+    ├── OwnerMismatch                        the conversation belongs to another owner
+    ├── ConversationNotFound (+LookupError)  a fork of a conversation that does not exist
+    ├── InvalidCursor (+ValueError)          a listing cursor that is malformed or expired
     ├── SessionError
     │   ├── SessionStateError (+RuntimeError)  used outside ``async with``, reused
     │   ├── SessionBusy (+TimeoutError)        lock not acquired within lock_timeout
@@ -43,12 +47,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CommitOutcomeUnknown",
+    "ConversationExists",
+    "ConversationNotFound",
     "CorruptHistory",
+    "InvalidCursor",
     "InvalidMessage",
     "InvalidSessionId",
     "LockLost",
     "MessageNotFound",
     "MessageTooLarge",
+    "OwnerMismatch",
     "PromptKitError",
     "ProviderAuthError",
     "ProviderError",
@@ -128,6 +136,44 @@ class SessionExists(PromptKitError):
             f"session {session_id!r} already has history: not merged (replace=True overwrites it)"
         )
         self.session_id = session_id
+
+
+class ConversationExists(SessionExists):
+    """A fork (or copy) was asked to write onto an id that already holds a conversation.
+
+    Nothing was written; pass ``replace=True`` to overwrite it.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        PromptKitError.__init__(
+            self,
+            f"conversation {session_id!r} already exists: not overwritten (replace=True does)",
+        )
+        self.session_id = session_id
+
+
+class OwnerMismatch(PromptKitError):
+    """The conversation belongs to another owner; nothing was written or read.
+
+    The message names neither owner, so that it can be shown to the caller
+    without telling them whose conversation it is.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"conversation {session_id!r} belongs to another owner")
+        self.session_id = session_id
+
+
+class ConversationNotFound(PromptKitError, LookupError):
+    """No conversation has that id (a fork's source, say): nothing was written."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no conversation {session_id!r}")
+        self.session_id = session_id
+
+
+class InvalidCursor(PromptKitError, ValueError):
+    """A listing cursor that this store did not hand out, or that has expired."""
 
 
 class SessionError(PromptKitError):

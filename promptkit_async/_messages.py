@@ -75,7 +75,7 @@ def check_text(value: str, what: str) -> None:
             ) from None
 
 
-def _check_json(value: object, path: str, depth: int = 0) -> None:
+def check_json(value: object, path: str, depth: int = 0) -> None:
     if depth > 64:
         raise InvalidMessage(f"metadata nested too deeply at {path}")
     if isinstance(value, str):
@@ -89,14 +89,14 @@ def _check_json(value: object, path: str, depth: int = 0) -> None:
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]", depth + 1)
+            check_json(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidMessage(f"metadata key at {path} must be str, got {key!r}")
             check_text(key, f"metadata key at {path}")
-            _check_json(item, f"{path}.{key}", depth + 1)
+            check_json(item, f"{path}.{key}", depth + 1)
         return
     raise InvalidMessage(
         f"metadata value at {path} is {type(value).__name__}, which is not JSON-serialisable"
@@ -180,7 +180,7 @@ class Message:
                 )
             # A copy: the caller's dict changing later must not change this message.
             metadata = dict(self.metadata)
-            _check_json(metadata, "metadata")
+            check_json(metadata, "metadata")
             object.__setattr__(self, "metadata", metadata)
         if self.id is not None or self.created_at is not None:
             self._check_identity()

@@ -48,12 +48,18 @@ class RunOutcome:
 
 
 async def run_reply(
-    session: Session, provider: Provider, user: Message
+    session: Session, provider: Provider, user: Message, *, again: bool = False
 ) -> AsyncGenerator[str | Message, None]:
-    """Yield the reply's text pieces, then the assembled assistant message."""
+    """Yield the reply's text pieces, then the assembled assistant message.
+
+    ``again``: ``user`` is already the last message of the history (a
+    regenerated reply): it is neither sent twice nor staged.
+    """
     settings = session.settings
     history = await session.load()
-    staged = session._check_turn_size((user,))  # size checks before anything is sent
+    if again:
+        history = history[:-1]
+    staged = session._check_turn_size(() if again else (user,))  # checked before sending
     # The reply is held to the same limits while it streams, not only once it
     # is whole: a reply past them is abandoned (its response closed) at once.
     budget = min(settings.max_message_bytes, settings.max_turn_bytes - staged)
@@ -88,16 +94,19 @@ async def run_reply(
     except GeneratorExit:
         raise  # the caller stopped reading: not a failure, nothing is staged
     except BaseException:
-        if settings.save_unanswered:
+        if settings.save_unanswered and not again:
             session.add(user)
         raise
     finally:
         await aclose_events(events)
     if reply is None:
-        if settings.save_unanswered:
+        if settings.save_unanswered and not again:
             session.add(user)
         raise ProviderStreamError("the provider stream ended without a complete reply")
-    session.add(user, reply)
+    if again:
+        session.add(reply)
+    else:
+        session.add(user, reply)
     yield reply
 
 

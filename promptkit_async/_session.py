@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 from ._config import check_session_id
 from ._exceptions import (
     InvalidMessage,
+    MessageNotFound,
     SessionStateError,
     StoreUnavailable,
 )
@@ -74,6 +75,7 @@ class Session:
     """
 
     __slots__ = (
+        "_after",
         "_committed",
         "_entry",
         "_history",
@@ -113,6 +115,7 @@ class Session:
         self._pending: list[Message] = []
         self._pending_bytes = 0
         self._committed: tuple[Message, ...] = ()
+        self._after: str | None = None  # a rewind: the message the commit truncates after
         self._stream: ReplyStream | None = None
 
     def __repr__(self) -> str:
@@ -162,7 +165,7 @@ class Session:
             if stream is not None:
                 await stream.aclose()
             if exc_type is None:
-                if self._pending:
+                if self._pending or self._after is not None:
                     await self._commit()
             elif self.settings.on_error == "commit" and self._pending:
                 await self._commit_after_error(exc)
@@ -278,6 +281,54 @@ class Session:
         """The turn's size with ``messages`` added, checked against the limits."""
         return self.settings.check_turn_size(self._pending_bytes, messages)
 
+    def rewind(self, *, after: str) -> None:
+        """Drop every message after the one with id ``after`` (an edit, a new answer).
+
+        The window loses them at once; on the clean exit the store drops them
+        and appends what was staged, in the block's one atomic commit. A block
+        that fails or is cancelled changes nothing. Staged messages get fresh
+        ids: an id is never reused for other content.
+
+        Raises:
+            MessageNotFound: no message of the loaded window has that id
+                (``store.truncate`` reaches further back).
+            SessionStateError: outside the block, not loaded yet, or with
+                messages already staged (rewind first, then stage).
+        """
+        history = self.history
+        if self._pending:
+            raise SessionStateError(
+                "rewind before staging messages: what is staged would be dropped too"
+            )
+        at = next((i for i, m in enumerate(history) if m.id == after), None)
+        if at is None:
+            raise MessageNotFound(self.session_id, after)
+        self._history = history[: at + 1]
+        self._after = after
+
+    def regenerate(self, *, provider: Provider | None = None) -> ReplyStream:
+        """A new answer to the last user message, replacing the reply (and anything after it).
+
+        Like :meth:`stream`, the reply is staged when it completes and written
+        by the clean exit, with the old reply dropped in the same commit.
+
+        Raises:
+            SessionStateError: no user message in the loaded window, or as
+                :meth:`stream`.
+        """
+        history = self.history
+        for message in reversed(history):
+            if message.role == "user" and message.id is not None:
+                break
+        else:
+            raise SessionStateError(
+                f"session {self.session_id!r} has no stored user message to answer again"
+            )
+        provider, _ = self._start_reply(message, provider)
+        self.rewind(after=message.id)
+        self._stream = ReplyStream(run_reply(self, provider, message, again=True))
+        return self._stream
+
     # -- commit ------------------------------------------------------------------
 
     async def _commit(self) -> None:
@@ -290,6 +341,8 @@ class Session:
             cast("float | None", settings.ttl),  # normalised by SessionSettings
             None,  # the window deletes nothing: what is kept is the store's policy
             None if lease is None else lease.token,  # refused if the lease was lost
+            settings.owner,
+            self._after,
         )
         plan = self._plan
         if plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
@@ -301,6 +354,7 @@ class Session:
         else:
             stored = await plan.commit(self.store, turn, settings.commit_grace)
         self._committed = turn.messages if stored is None else tuple(stored)
+        self._after = None
         self._pending = []
         self._pending_bytes = 0
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, ttl_seconds
+from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, check_owner, ttl_seconds
 from ._exceptions import InvalidMessage, MessageTooLarge
 from ._messages import Message, message_bytes
 from ._trim import TokenCounter, estimate_tokens
@@ -64,6 +64,9 @@ class SessionSettings:
         max_message_bytes: size limit of one staged message (UTF-8 bytes of text).
         max_turn_bytes: size limit of everything one turn writes.
         commit_grace: seconds a cancelled block waits for its commit to be decided.
+        owner: who the conversation belongs to: its first commit records it, and
+            a commit naming another owner is refused (``OwnerMismatch``),
+            writing nothing. None: not recorded, not checked.
 
     Raises:
         TypeError, ValueError: a setting of the wrong type or out of range,
@@ -83,9 +86,12 @@ class SessionSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     commit_grace: float = DEFAULT_COMMIT_GRACE
+    owner: str | None = None
 
     def __post_init__(self) -> None:
         check_limit("max_messages", self.max_messages)
+        if self.owner is not None:
+            object.__setattr__(self, "owner", check_owner(self.owner))
         object.__setattr__(self, "ttl", ttl_seconds(self.ttl))
         if self.system is not None and not isinstance(self.system, str):
             raise TypeError(f"system must be a str or None, got {type(self.system).__name__}")
@@ -210,3 +216,4 @@ class SessionOptions(TypedDict, total=False):
     max_message_bytes: int
     max_turn_bytes: int
     commit_grace: float
+    owner: str | None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
-from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from .._config import DEFAULT_TTL, check_limit, check_owner, check_session_id, ttl_seconds
 from .._exceptions import InvalidMessage
 from .._messages import Message
 
@@ -111,6 +111,8 @@ class _TurnFields(NamedTuple):
     ttl: float | None
     max_messages: int | None
     fence: str | None
+    owner: str | None = None
+    after: str | None = None
 
 
 class Turn(_TurnFields):
@@ -132,6 +134,13 @@ class Turn(_TurnFields):
             session never sets it: its window deletes nothing.
         fence: a lease token (see :class:`SupportsLeases`): the write happens
             only if that lease is still held; None writes unfenced.
+        owner: who the conversation belongs to: recorded by its first commit,
+            and a commit naming another owner is refused (``OwnerMismatch``),
+            writing nothing. None: not checked.
+        after: a message id: the commit first drops every message after that
+            one (an edit, a regenerated reply), then appends ``messages``; an
+            id the session does not keep fails it (``MessageNotFound``). With
+            ``after``, ``messages`` may be empty (a truncation).
 
     Raises:
         InvalidSessionId: a bad session id.
@@ -150,12 +159,18 @@ class Turn(_TurnFields):
         ttl: TTL = DEFAULT_TTL,
         max_messages: int | None = None,
         fence: str | None = None,
+        owner: str | None = None,
+        after: str | None = None,
     ) -> Turn:
         session_id = check_session_id(session_id)
         seconds = ttl_seconds(ttl)
         check_limit("max_messages", max_messages)
         batch = messages if type(messages) is tuple else tuple(messages)
-        if not batch:
+        if after is not None and (type(after) is not str or not after):
+            raise TypeError(f"after must be a message id (a non-empty str), got {after!r}")
+        if owner is not None:
+            owner = check_owner(owner)
+        if not batch and after is None:
             raise InvalidMessage("a turn writes at least one message")
         for i, m in enumerate(batch):
             if type(m) is not Message and not isinstance(m, Message):
@@ -164,13 +179,16 @@ class Turn(_TurnFields):
             raise TypeError(f"turn_id must be a non-empty str, got {turn_id!r}")
         if fence is not None and (type(fence) is not str or not fence):
             raise TypeError(f"fence must be a non-empty str or None, got {fence!r}")
-        return tuple.__new__(cls, (session_id, batch, turn_id, seconds, max_messages, fence))
+        return tuple.__new__(
+            cls, (session_id, batch, turn_id, seconds, max_messages, fence, owner, after)
+        )
 
     def __repr__(self) -> str:
         return (
             f"Turn(session_id={self.session_id!r}, turn_id={self.turn_id!r}, "
             f"messages={len(self.messages)}, ttl={self.ttl!r}, "
-            f"max_messages={self.max_messages!r}, fenced={self.fence is not None})"
+            f"max_messages={self.max_messages!r}, fenced={self.fence is not None}, "
+            f"owner={self.owner!r}, after={self.after!r})"
         )
 
 
@@ -181,13 +199,17 @@ def trusted_turn(
     ttl: float | None,
     max_messages: int | None,
     fence: str | None,
+    owner: str | None = None,
+    after: str | None = None,
 ) -> Turn:
     """A :class:`Turn` from values already checked (a session's own): no re-validation.
 
     A session validated its id and settings when it was created, and every
     staged message when it was added.
     """
-    return tuple.__new__(Turn, (session_id, messages, turn_id, ttl, max_messages, fence))
+    return tuple.__new__(
+        Turn, (session_id, messages, turn_id, ttl, max_messages, fence, owner, after)
+    )
 
 
 @runtime_checkable

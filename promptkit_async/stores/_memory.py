@@ -9,22 +9,47 @@ instance, never module-global.
 from __future__ import annotations
 
 import heapq
+import json
+import secrets
 import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from .._codec import id_number, time_of
-from .._config import DEFAULT_MAX_STORED, DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
-from .._exceptions import MessageNotFound, SessionExists, StoreUnavailable
+from .._config import (
+    DEFAULT_MAX_STORED,
+    DEFAULT_TTL,
+    check_limit,
+    check_owner,
+    check_session_id,
+    ttl_seconds,
+)
+from .._exceptions import (
+    ConversationExists,
+    ConversationNotFound,
+    InvalidCursor,
+    MessageNotFound,
+    OwnerMismatch,
+    SessionExists,
+    StoreUnavailable,
+)
+from .._info import UNCHANGED, ConversationInfo, ConversationPage
 from .._messages import message_bytes, stamped
 from .._metrics import StateMetrics
-from ._shared import BaseStore, check_before, restored
+from ._shared import (
+    BaseStore,
+    check_before,
+    check_fork,
+    check_info_update,
+    check_page,
+    restored,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from .._messages import Message
-    from .._types import TTL
+    from .._types import TTL, JSONValue
     from ._contract import Turn, TurnOutcome
 
 
@@ -32,6 +57,8 @@ __all__ = ["MemoryStore"]
 
 #: How many recent turn ids each session remembers for idempotent re-sends.
 _TURN_MEMORY = 64
+#: How long the snapshot behind a listing's later pages lives.
+_SNAPSHOT_SECONDS = 600.0
 
 
 def _approx_size(message: Message) -> int:
@@ -47,14 +74,36 @@ def _now_ms() -> int:
 
 
 class _History:
-    __slots__ = ("expires_at", "last", "last_ms", "messages", "next_id", "size", "turns")
+    __slots__ = (
+        "created_ms",
+        "custom",
+        "expires_at",
+        "forked_from",
+        "gen",
+        "last",
+        "last_ms",
+        "messages",
+        "next_id",
+        "owner",
+        "size",
+        "title",
+        "turns",
+    )
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.expires_at: float | None = None
-        # Ids count up per session; a commit's time never goes below the last.
+        # Ids count positions per session (next_id: the next one), with the
+        # generation once the history was rewound; a commit's time never goes
+        # below the last.
         self.next_id = 0
+        self.gen = 0
         self.last_ms = 0
+        self.created_ms = 0
+        self.owner: str | None = None
+        self.title: str | None = None
+        self.forked_from: str | None = None
+        self.custom: dict[str, JSONValue] = {}
         # The last turn's id and its messages as stored: what a re-send returns.
         self.last: tuple[str, tuple[Message, ...]] = ("", ())
         # Recent turn ids, oldest first: True applied, False aborted (a dict for
@@ -106,6 +155,10 @@ class MemoryStore(BaseStore):
         self._messages_total = 0
         self._bytes_total = 0
         self._closed = False
+        # owner -> {session id: time of its last commit (ms)}: the listings.
+        self._owners: dict[str, dict[str, int]] = {}
+        # A listing's later pages: token -> (owner, ids newest first, expires at).
+        self._snapshots: dict[str, tuple[str, list[str], float]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._data)})"
@@ -130,6 +183,12 @@ class MemoryStore(BaseStore):
         if hist is not None:
             self._messages_total -= len(hist.messages)
             self._bytes_total -= hist.size
+            if hist.owner is not None:
+                listed = self._owners.get(hist.owner)
+                if listed is not None:
+                    listed.pop(session_id, None)
+                    if not listed:
+                        del self._owners[hist.owner]
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
@@ -194,9 +253,7 @@ class MemoryStore(BaseStore):
         now = self._clock()
         self._sweep(now)
         hist = self._live(session_id, now)
-        if hist is None:
-            hist = self._data[session_id] = _History()
-        else:
+        if hist is not None:
             seen = hist.turns.get(turn.turn_id)
             if seen:  # a re-sent commit of a turn already applied
                 last_turn, last_stored = hist.last
@@ -207,16 +264,40 @@ class MemoryStore(BaseStore):
                     session_id=session_id,
                     unsaved=batch,
                 )
+            if turn.owner is not None and hist.owner not in (None, turn.owner):
+                raise OwnerMismatch(session_id)
+        cut = -1
+        if turn.after is not None:
+            cut = -1 if hist is None else _position(hist.messages, turn.after, hist)
+            if cut < 0:
+                raise MessageNotFound(session_id, turn.after)
+        if hist is None:
+            hist = self._data[session_id] = _History()
         hist.remember(turn.turn_id, True)
+        if cut >= 0 and cut + 1 < len(hist.messages):
+            dropped = hist.messages[cut + 1 :]
+            del hist.messages[cut + 1 :]
+            freed = sum(_approx_size(m) for m in dropped)
+            hist.size -= freed
+            self._bytes_total -= freed
+            self._messages_total -= len(dropped)
+            hist.next_id -= len(dropped)
+            hist.gen += 1
         ms = self._wall_clock()
         if ms < hist.last_ms:
             ms = hist.last_ms
         hist.last_ms = ms
+        if not hist.created_ms:
+            hist.created_ms = ms
+        if turn.owner is not None and hist.owner is None:
+            hist.owner = turn.owner
         when = time_of(ms)
-        first = hist.next_id
-        batch = tuple(stamped(m, str(first + i), when) for i, m in enumerate(batch))
+        first, gen = hist.next_id, hist.gen
+        batch = tuple(stamped(m, _id(first + i, gen), when) for i, m in enumerate(batch))
         hist.next_id = first + len(batch)
         hist.last = (turn.turn_id, batch)
+        if hist.owner is not None:
+            self._owners.setdefault(hist.owner, {})[session_id] = ms
         added = 0
         for m in batch:
             added += _approx_size(m)
@@ -261,14 +342,17 @@ class MemoryStore(BaseStore):
         self._sweep(now)
         if self._live(session_id, now) is not None and not replace:
             raise SessionExists(session_id)
-        stored, times, next_id = restored(messages, self._max_stored, self._wall_clock())
+        stored, times, next_id, generation = restored(
+            messages, self._max_stored, self._wall_clock()
+        )
         self._drop(session_id)
         if not stored:
             return []
         hist = self._data[session_id] = _History()
         hist.messages.extend(stored)
         hist.next_id = next_id
-        hist.last_ms = times[-1]
+        hist.gen = generation
+        hist.last_ms = hist.created_ms = times[-1]
         hist.size = sum(_approx_size(m) for m in stored)
         self._bytes_total += hist.size
         self._messages_total += len(stored)
@@ -296,6 +380,149 @@ class MemoryStore(BaseStore):
         existed = self._live(session_id, self._clock()) is not None
         self._drop(session_id)
         return existed
+
+    # -- conversations -------------------------------------------------------------------
+
+    def _owned(self, session_id: str, owner: str | None) -> _History | None:
+        hist = self._live(check_session_id(session_id), self._clock())
+        if hist is None or (owner is not None and hist.owner != check_owner(owner)):
+            return None
+        return hist
+
+    async def info(self, session_id: str, *, owner: str | None = None) -> ConversationInfo | None:
+        """The conversation's info; None for an unknown id (or, with ``owner``, another's)."""
+        hist = self._owned(session_id, owner)
+        return None if hist is None else _info(session_id, hist)
+
+    async def update_info(
+        self,
+        session_id: str,
+        *,
+        title: str | None = UNCHANGED,
+        metadata: Mapping[str, JSONValue] | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Rename, and merge custom metadata (a key set to None is removed); False when
+        there is no such conversation (it is never created).
+
+        Raises:
+            OwnerMismatch: ``owner`` given, and the conversation is another's.
+        """
+        new_title, metadata, checked = check_info_update(title, metadata, owner)
+        hist = self._live(check_session_id(session_id), self._clock())
+        if hist is None:
+            return False
+        if checked is not None and hist.owner != checked:
+            raise OwnerMismatch(session_id)
+        if new_title is not UNCHANGED:
+            hist.title = new_title  # type: ignore[assignment]
+        for key, value in (metadata or {}).items():
+            if value is None:
+                hist.custom.pop(key, None)
+            else:
+                hist.custom[key] = json.loads(json.dumps(value))  # a copy, as stored
+        return True
+
+    async def conversations(
+        self, owner: str, *, limit: int = 20, cursor: str | None = None
+    ) -> ConversationPage:
+        """An owner's conversations, newest ``updated_at`` first.
+
+        Raises:
+            InvalidCursor: a cursor this store did not give, or one that expired.
+        """
+        owner = check_owner(owner)
+        check_page(limit, cursor)
+        now = self._clock()
+        self._sweep(now)
+        for token in [t for t, (_, _, exp) in self._snapshots.items() if exp <= now]:
+            del self._snapshots[token]
+        if cursor is None:
+            listed = self._owners.get(owner, {})
+            ids = sorted(listed, key=lambda sid: (listed[sid], sid), reverse=True)
+            token, offset = secrets.token_hex(8), 0
+            if len(ids) > limit:
+                self._snapshots[token] = (owner, ids, now + _SNAPSHOT_SECONDS)
+        else:
+            token, _, at = cursor.partition(".")
+            snapshot = self._snapshots.get(token)
+            if snapshot is None or snapshot[0] != owner or not at.isdigit():
+                raise InvalidCursor(
+                    f"cursor {cursor!r} is not one of this store's, or its listing expired; "
+                    "start again from the first page"
+                )
+            ids, offset = snapshot[1], int(at)
+        infos = [self._owned(sid, owner) for sid in ids[offset : offset + limit]]
+        end = offset + limit
+        if end >= len(ids):
+            self._snapshots.pop(token, None)
+        page = ids[offset:end]
+        return ConversationPage(
+            tuple(_info(sid, h) for sid, h in zip(page, infos, strict=True) if h is not None),
+            f"{token}.{end}" if end < len(ids) else None,
+        )
+
+    async def fork(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        upto: str | None = None,
+        title: str | None = None,
+        replace: bool = False,
+        owner: str | None = None,
+    ) -> ConversationInfo:
+        """Copy a conversation up to and including message ``upto`` (None: all of it).
+
+        Raises:
+            ConversationNotFound, MessageNotFound, ConversationExists, OwnerMismatch:
+                as :meth:`RedisStore.fork`.
+        """
+        source_id, new_id = check_session_id(source_id), check_session_id(new_id)
+        check_fork(source_id, new_id, upto, title)
+        now = self._clock()
+        source = self._live(source_id, now)
+        if source is None:
+            raise ConversationNotFound(source_id)
+        if owner is not None and source.owner != check_owner(owner):
+            raise OwnerMismatch(source_id)
+        last = len(source.messages) - 1
+        if upto is not None:
+            last = _position(source.messages, upto, source)
+            if last < 0:
+                raise MessageNotFound(source_id, upto)
+        if self._live(new_id, now) is not None and not replace:
+            raise ConversationExists(new_id)
+        self._drop(new_id)
+        copy = self._data[new_id] = _History()
+        copy.messages.extend(source.messages[: last + 1])
+        copy.next_id = source.next_id - (len(source.messages) - 1 - last)
+        copy.gen = source.gen + 1
+        copy.last_ms = copy.created_ms = max(source.last_ms, self._wall_clock())
+        copy.owner, copy.title = source.owner, title if title is not None else source.title
+        copy.custom = json.loads(json.dumps(source.custom))
+        copy.forked_from = source_id
+        copy.size = sum(_approx_size(m) for m in copy.messages)
+        self._bytes_total += copy.size
+        self._messages_total += len(copy.messages)
+        if source.expires_at is not None:
+            copy.expires_at = source.expires_at
+            self._schedule(new_id, copy.expires_at)
+        if copy.owner is not None:
+            self._owners.setdefault(copy.owner, {})[new_id] = copy.last_ms
+        return _info(new_id, copy)
+
+    async def delete_owner(self, owner: str) -> int:
+        """Erase every conversation of ``owner`` and their listing; how many were erased."""
+        owner = check_owner(owner)
+        now = self._clock()
+        ids = [sid for sid in self._owners.get(owner, {}) if self._live(sid, now) is not None]
+        for sid in ids:
+            self._drop(sid)
+        self._owners.pop(owner, None)
+        for token in [t for t, snap in self._snapshots.items() if snap[0] == owner]:
+            del self._snapshots[token]
+        return len(ids)
 
     async def ttl(self, session_id: str) -> float | None:
         """Seconds until the session expires; None if it has no TTL or does not exist."""
@@ -349,3 +576,20 @@ def _position(stored: list[Message], message_id: str, hist: _History | None) -> 
         if message.id == message_id:
             return at
     return -1
+
+
+def _id(number: int, gen: int) -> str:
+    return f"{number}~{gen}" if gen > 0 else str(number)
+
+
+def _info(session_id: str, hist: _History) -> ConversationInfo:
+    return ConversationInfo(
+        id=session_id,
+        owner=hist.owner,
+        title=hist.title,
+        created_at=time_of(hist.created_ms),
+        updated_at=time_of(hist.last_ms),
+        message_count=len(hist.messages),
+        metadata=json.loads(json.dumps(hist.custom)),
+        forked_from=hist.forked_from,
+    )

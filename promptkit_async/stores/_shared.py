@@ -10,15 +10,19 @@ protocols in :mod:`._contract` are the contract.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .._codec import EPOCH, id_number, ms_of, time_of
-from .._config import DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
-from .._exceptions import InvalidMessage
+from .._config import DEFAULT_TTL, check_limit, check_owner, check_session_id, ttl_seconds
+from .._exceptions import InvalidCursor, InvalidMessage
 from .._ids import new_turn_id
+from .._info import UNCHANGED
 from .._locks import LockRegistry
-from .._messages import Message, stamped
+from .._messages import Message, check_json, check_text, stamped
 from .._metrics import Instruments
 from .._resources import AsyncResource
 from ._contract import Turn
@@ -26,11 +30,62 @@ from ._contract import Turn
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
+    from .._info import ConversationInfo, ConversationPage
     from .._metrics import StateMetrics
-    from .._types import TTL
-    from ._contract import TurnOutcome
+    from .._types import TTL, JSONValue
+    from ._contract import Lease, TurnOutcome
 
-__all__ = ["BaseStore", "check_before", "restored"]
+__all__ = [
+    "BaseStore",
+    "check_before",
+    "check_fork",
+    "check_info_update",
+    "check_page",
+    "restored",
+]
+
+#: The most conversations one listing page returns.
+MAX_PAGE = 1000
+
+
+def check_page(limit: object, cursor: object) -> None:
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an int from 1 to {MAX_PAGE}, got {limit!r}")
+    if cursor is not None and type(cursor) is not str:
+        raise InvalidCursor(f"a cursor is a str from a previous page, got {cursor!r}")
+
+
+def check_info_update(
+    title: object, metadata: object, owner: object
+) -> tuple[object, Mapping[str, JSONValue] | None, str | None]:
+    """The arguments of ``update_info``, checked (a title of None removes it)."""
+    if title is not None and title is not UNCHANGED:
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+        check_text(title, "title")
+        if not title or "\0" in title:
+            raise ValueError("title must be non-empty and hold no NUL (None removes it)")
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        for key, value in metadata.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"metadata keys must be non-empty str, got {key!r}")
+            check_text(key, "metadata key")
+            if value is not None:
+                check_json(value, f"metadata[{key!r}]")
+    return title, metadata, None if owner is None else check_owner(owner)
+
+
+def check_fork(source_id: str, new_id: str, upto: object, title: object) -> None:
+    if source_id == new_id:
+        raise ValueError("a fork needs a new id, not its source's")
+    if upto is not None and (type(upto) is not str or not upto):
+        raise TypeError(f"upto must be a message id (a non-empty str) or None, got {upto!r}")
+    if title is not None:
+        if not isinstance(title, str) or not title:
+            raise TypeError(f"title must be a non-empty str or None, got {title!r}")
+        check_text(title, "title")
 
 
 def check_before(before: object) -> str:
@@ -41,8 +96,9 @@ def check_before(before: object) -> str:
 
 def restored(
     messages: Sequence[Message], max_stored: int | None, now_ms: int
-) -> tuple[tuple[Message, ...], tuple[int, ...], int]:
-    """What a restore writes: the messages stamped, their times in ms, and the next id.
+) -> tuple[tuple[Message, ...], tuple[int, ...], int, int]:
+    """What a restore writes: the messages stamped, their times in ms, the next number
+    and the generation (the highest ``~<n>`` among the ids).
 
     Messages without ids are numbered from 0; messages with ids keep them if
     they are the consecutive numbers a store gives (what an export holds).
@@ -97,7 +153,9 @@ def restored(
         drop = len(batch) - max_stored
         batch, ids, times = batch[drop:], ids[drop:], times[drop:]
     out = tuple(stamped(m, i, time_of(t)) for m, i, t in zip(batch, ids, times, strict=True))
-    return out, tuple(times), start + len(given)
+    suffixes = [i.partition("~")[2] for i in ids]
+    generation = max((int(x) for x in suffixes if x.isdigit()), default=0)
+    return out, tuple(times), start + len(given), generation
 
 
 class BaseStore(AsyncResource):
@@ -189,6 +247,44 @@ class BaseStore(AsyncResource):
     async def metrics(self, *, sample: int = 200) -> StateMetrics:
         """A snapshot for health endpoints and alerts (see :class:`StateMetrics`)."""
 
+    @abstractmethod
+    async def info(self, session_id: str, *, owner: str | None = None) -> ConversationInfo | None:
+        """The conversation's info; None for an unknown id (or, with ``owner``, another's)."""
+
+    @abstractmethod
+    async def update_info(
+        self,
+        session_id: str,
+        *,
+        title: str | None = UNCHANGED,
+        metadata: Mapping[str, JSONValue] | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Rename and merge custom metadata atomically; False if there is no such conversation."""
+
+    @abstractmethod
+    async def conversations(
+        self, owner: str, *, limit: int = 20, cursor: str | None = None
+    ) -> ConversationPage:
+        """An owner's conversations, newest ``updated_at`` first."""
+
+    @abstractmethod
+    async def fork(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        upto: str | None = None,
+        title: str | None = None,
+        replace: bool = False,
+        owner: str | None = None,
+    ) -> ConversationInfo:
+        """Copy a conversation up to and including message ``upto``, all or nothing."""
+
+    @abstractmethod
+    async def delete_owner(self, owner: str) -> int:
+        """Erase every conversation of ``owner`` and their listing; how many."""
+
     async def append(
         self,
         session_id: str,
@@ -224,6 +320,62 @@ class BaseStore(AsyncResource):
                 max_messages=max_messages,
             )
         )
+
+    async def truncate(
+        self,
+        session_id: str,
+        *,
+        after: str,
+        owner: str | None = None,
+        ttl: TTL = DEFAULT_TTL,
+    ) -> None:
+        """Drop every message after the one with id ``after``, as a turn of its own.
+
+        It takes the session's lock (and, with ``distributed_lock``, its lease)
+        like a session does, so it never interleaves with a turn, and it is
+        one exactly-once commit (refreshing the TTL to ``ttl``).
+
+        Raises:
+            MessageNotFound: no kept message has the id ``after``.
+            OwnerMismatch: ``owner`` given, and the conversation is another's.
+        """
+        turn = Turn(
+            session_id=session_id,
+            messages=(),
+            turn_id=new_turn_id(),
+            ttl=ttl,
+            owner=owner,
+            after=after,
+        )
+        entry = await self._locks.acquire(turn.session_id)
+        try:
+            lease = await self._lease_for(turn.session_id)
+            if lease is not None:
+                turn = turn._replace(fence=lease.token)
+            try:
+                await self._commit_settled(turn)
+            finally:
+                if lease is not None:
+                    await lease.release()
+        finally:
+            self._locks.release(turn.session_id, entry)
+
+    async def _lease_for(self, session_id: str) -> Lease | None:
+        """The lease a write outside a session takes (None: this store has none)."""
+        return None
+
+    async def _commit_settled(self, turn: Turn) -> None:
+        """Commit; a cancellation mid-commit is settled by turn id before it is re-raised."""
+        task = asyncio.ensure_future(self.commit(turn))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.cancel()
+                settle = asyncio.ensure_future(self.settle_turn(turn.session_id, turn.turn_id))
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(settle), 10.0)
+            raise
 
     async def list_sessions(self, prefix: str = "") -> list[str]:
         """The ids of sessions starting with ``prefix``, sorted (see :meth:`sessions`)."""

@@ -8,20 +8,18 @@ entry, in one atomic step; so does restoring one (an import) write it all.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..._codec import encode_message, header
 from ..._ids import new_turn_id
 from . import _keys
 from ._commit import TURN_MEMORY
 from ._errors import mapped_errors
-from ._replies import BadReply, flag, integer
-from ._scripts import DELETE, RESTORE
+from ._replies import BadReply, flag, integer, text
+from ._scripts import DELETE, LIST_IN, RESTORE, UNLIST
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
-    from ..._messages import Message
     from ._cache import NearCache
     from ._index import SessionIndex
     from ._link import Link
@@ -39,52 +37,74 @@ class Admin:
 
     async def delete(self, session_id: str) -> bool:
         self._cache.drop(session_id)
-        keys: tuple[bytes, ...] = _keys.stored_keys(self._link.prefix, session_id)
+        link = self._link
+        keys: tuple[bytes, ...] = _keys.stored_keys(link.prefix, session_id)
         if self._index.key is not None:
             keys += (self._index.key,)
+        member = _keys.encode_id(session_id)
         with mapped_errors(session_id, f"deleting session {session_id!r}"):
-            removed = integer(
-                "the delete script",
-                await DELETE(self._link.client, keys, (_keys.encode_id(session_id),)),
-            )
+            reply = await DELETE(link.client, keys, (member,))
+            if type(reply) is not list or len(reply) != 2:
+                raise BadReply("the delete script", reply)
+            removed, owner = integer("the delete script", reply[0]), text("DELETE", reply[1])
+            if owner:
+                # Another slot on a Cluster: a second step. Were it lost, the
+                # next listing would drop the ghost it finds.
+                await UNLIST(link.client, (_keys.owner_key(link.prefix, owner),), (member,))
         return removed > 0
 
     async def restore(
         self,
         session_id: str,
-        messages: Sequence[Message],
-        times: Sequence[int],
+        elements: Sequence[bytes],
         next_id: int,
         *,
         replace: bool,
         ttl_ms: int,
-        compress_above: int | None,
-        max_bytes: int,
+        last_ms: int | None,
+        generation: int = 0,
+        meta: Mapping[str, str] | None = None,
     ) -> bool:
-        """Write stamped ``messages`` as the whole session (False: it exists, no ``replace``)."""
-        elements = [
-            header(ms, m.id or "")
-            + encode_message(m, compress_above=compress_above, max_bytes=max_bytes)
-            for m, ms in zip(messages, times, strict=True)
-        ]
-        keys: tuple[bytes, ...] = _keys.stored_keys(self._link.prefix, session_id)
+        """Write stored ``elements`` (header and payload each) as the whole session, with
+        ``meta`` fields (False: it exists, and not ``replace``). ``last_ms`` None: now."""
+        link = self._link
+        keys: tuple[bytes, ...] = _keys.stored_keys(link.prefix, session_id)
         index = self._index.key
         if index is not None:
             keys += (index,)
-        args = [
+        fields = dict(meta or {})
+        owner = fields.get("o")
+        member = _keys.encode_id(session_id)
+        listed_here = owner is not None and not link.cluster
+        if listed_here:
+            assert owner is not None
+            keys += (_keys.owner_key(link.prefix, owner),)
+        args: list[Any] = [
             "1" if replace else "0",
             ttl_ms,
             new_turn_id(),  # a new version: every near cache reloads
             TURN_MEMORY,
-            _keys.encode_id(session_id) if index is not None else "",
+            member if index is not None else "",
             next_id,
-            times[-1],
-            *elements,
+            generation,
+            "" if last_ms is None else last_ms,
+            member if listed_here else "",
+            len(fields),
         ]
+        for name, value in fields.items():
+            args += (name, value)
+        args += elements
         self._cache.drop(session_id)
         try:
+            if owner is not None and link.cluster:
+                # Listed first: a conversation is never missing from its listing
+                # (a ghost, should the write fail, is dropped by the next listing).
+                with mapped_errors(session_id, f"listing conversation {session_id!r}"):
+                    await LIST_IN(
+                        link.client, (_keys.owner_key(link.prefix, owner),), (member, ttl_ms)
+                    )
             with mapped_errors(session_id, f"restoring session {session_id!r}"):
-                return flag("the restore script", await RESTORE(self._link.client, keys, args))
+                return flag("the restore script", await RESTORE(link.client, keys, args))
         finally:
             self._cache.drop(session_id)
 

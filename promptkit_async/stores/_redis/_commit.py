@@ -23,6 +23,8 @@ from ..._codec import encode_message, time_of
 from ..._exceptions import (
     CommitOutcomeUnknown,
     LockLost,
+    MessageNotFound,
+    OwnerMismatch,
     StoreRejected,
     StoreUnavailable,
 )
@@ -31,7 +33,7 @@ from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
 from ._link import client_retries
 from ._replies import commit_reply, last_turn_reply, status
-from ._scripts import COMMIT, RESOLVE, TURN_STATUS
+from ._scripts import COMMIT, LIST_IN, RESOLVE, TURN_STATUS
 
 if TYPE_CHECKING:
     from ..._messages import Message
@@ -51,7 +53,7 @@ _ABORT_MARKER_TTL_MS: Final = 3_600_000
 
 # Script statuses.
 _APPLIED, _ALREADY_APPLIED, _ABORTED, _FENCED = 1, 0, -1, -2
-_CANNOT_TELL = -3
+_CANNOT_TELL, _OWNED_BY_ANOTHER, _NO_SUCH_MESSAGE = -3, -4, -5
 _SETTLED: Final = frozenset((1, -1, 0))
 #: Where the re-send flag sits in the commit script's arguments.
 _RESEND: Final = 6
@@ -87,12 +89,20 @@ class Committer:
         return kept
 
     async def commit(self, turn: Turn) -> tuple[Message, ...]:
-        """Write ``turn``; the messages as stored (with ids and times when known)."""
+        """Write ``turn``; the messages as stored (with ids and times when known).
+
+        On standalone Redis the owner's listing is written by the commit script
+        itself. On a Cluster it lives in another slot than the conversation, so
+        it is written beside the commit, at the same time (one round trip of
+        latency), and the commit returns only once both are done; a listing
+        write that failed for a new conversation is tried once more.
+        """
         session_id = turn.session_id
         batch = turn.messages
         compress, limit = self.compress_above, self._max_bytes
         entries = [encode_message(m, compress_above=compress, max_bytes=limit) for m in batch]
-        prefix = self._link.prefix
+        link = self._link
+        prefix = link.prefix
         keys: tuple[bytes, ...] = _keys.stored_keys(prefix, session_id)
         if turn.fence:
             # Only when fenced: during a Cluster slot migration, a declared key
@@ -102,19 +112,38 @@ class Committer:
         index = self._index.key
         if index is not None:
             keys += (index,)
+        owner = turn.owner
+        member = _keys.encode_id(session_id)
+        listed_here = owner is not None and not link.cluster
+        if listed_here:
+            assert owner is not None
+            keys += (_keys.owner_key(prefix, owner),)
         ttl = turn.ttl
+        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
         cap = self.cap(turn.max_messages)
         args = [
             turn.turn_id,
             cap or 0,
-            0 if ttl is None else max(1, int(ttl * 1000)),
+            ttl_ms,
             TURN_MEMORY,
             turn.fence or "",
-            _keys.encode_id(session_id) if index is not None else "",
+            member if index is not None else "",
             "0",  # set to "1" for the store's own re-sends (see _send)
+            owner or "",
+            turn.after or "",
+            member if listed_here else "",
             *entries,
         ]
-        outcome, previous, before, first, ms = await self._send(turn, keys, args)
+        listing = None
+        if owner is not None and link.cluster:
+            listing = asyncio.ensure_future(self._list_in(owner, member, ttl_ms))
+        try:
+            outcome, previous, before, first, ms, gen = await self._send(turn, keys, args)
+        finally:
+            listed = True if listing is None else await _quietly(listing)
+        if not listed and outcome == _APPLIED and before == 0:
+            assert owner is not None
+            await _quietly(asyncio.ensure_future(self._list_in(owner, member, ttl_ms)))
         if outcome == _ABORTED:
             raise StoreUnavailable(
                 f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
@@ -130,17 +159,31 @@ class Committer:
                 session_id=session_id,
                 unsaved=batch,
             )
+        if outcome == _OWNED_BY_ANOTHER:
+            raise OwnerMismatch(session_id)
+        if outcome == _NO_SUCH_MESSAGE:
+            assert turn.after is not None
+            raise MessageNotFound(session_id, turn.after)
         stored = batch
         if first >= 0:
             when = time_of(ms)
-            stored = tuple(stamped(m, str(first + i), when) for i, m in enumerate(batch))
+            stored = tuple(stamped(m, _id(first + i, gen), when) for i, m in enumerate(batch))
         if outcome == _APPLIED and self._cache.size:
-            self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
+            if turn.after is None:
+                self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
+            else:
+                self._cache.drop(session_id)  # a rewind: the cached window is no longer it
         return stored
+
+    async def _list_in(self, owner: str, member: str, ttl_ms: int) -> None:
+        """Put (or move up) a conversation in its owner's listing: its own round trip."""
+        k = _keys.owner_key(self._link.prefix, owner)
+        with mapped_errors(None, f"listing a conversation of owner {owner!r}"):
+            await LIST_IN(self._link.client, (k,), (member, ttl_ms))
 
     async def _send(
         self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
-    ) -> tuple[int, str, int, int, int]:
+    ) -> tuple[int, str, int, int, int, int]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
         connection failed; decide the outcome when no attempt got a reply."""
         link = self._link
@@ -186,21 +229,21 @@ class Committer:
         # Settled by id: the version before it is unknown, so the near cache must
         # not extend its window (no entry has version "" and length -1).
         settled = await self._resolve(turn, last)
-        first, ms = -1, -1
+        first, ms, gen = -1, -1, -1
         if settled == _APPLIED:
-            first, ms = await self._last_turn(turn, keys[2])
-        return settled, "", -1, first, ms
+            first, ms, gen = await self._last_turn(turn, keys[2])
+        return settled, "", -1, first, ms, gen
 
-    async def _last_turn(self, turn: Turn, meta: bytes) -> tuple[int, int]:
-        """The first id and time of ``turn`` if it is the session's last one (else -1s):
-        how a commit settled by id still returns its messages' ids."""
+    async def _last_turn(self, turn: Turn, meta: bytes) -> tuple[int, int, int]:
+        """The first number, time and generation of ``turn`` if it is the session's last
+        one (else -1s): how a commit settled by id still returns its messages' ids."""
         try:
-            reply = await self._link.client.execute_command("HMGET", meta, "lt", "lf", "t")
+            reply = await self._link.client.execute_command("HMGET", meta, "lt", "lf", "t", "lg")
             return last_turn_reply(reply, turn.turn_id)
         except Exception as exc:
             if classify(exc) is None:
                 raise
-            return -1, -1  # applied; only its ids are unknown
+            return -1, -1, -1  # applied; only its ids are unknown
 
     async def _resolve(self, turn: Turn, cause: BaseException) -> int:
         """Settle a commit whose reply was lost: applied (1) or aborted (-1), never both."""
@@ -254,6 +297,22 @@ class Committer:
             reply = await TURN_STATUS(self._link.client, (k,), (turn_id,))
             known = status("the turn status script", reply, _KNOWN)
         return "applied" if known == 1 else "aborted" if known == -1 else "unknown"
+
+
+def _id(number: int, gen: int) -> str:
+    """A message id: its number, and the history's generation once it was rewound."""
+    return f"{number}~{gen}" if gen > 0 else str(number)
+
+
+async def _quietly(task: asyncio.Future[None]) -> bool:
+    """Wait for a listing update sent beside a commit: whether it was done. Its failure
+    does not undo the commit; it only delays the conversation's move up."""
+    try:
+        await task
+    except Exception as exc:
+        logger.warning("a conversation's place in its owner's listing was not updated: %s", exc)
+        return False
+    return True
 
 
 def _cannot_tell(turn: Turn, why: str) -> CommitOutcomeUnknown:

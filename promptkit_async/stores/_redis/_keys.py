@@ -6,8 +6,9 @@ can be written in one atomic step. The encoding is percent-escaping of ``%``,
 ``{`` and ``}`` only: injective (distinct ids never share a key), readable in
 ``redis-cli``, and it guarantees the first ``}`` after the ``{`` closes the tag.
 
-The one key outside a session is the live-session index, ``<prefix>:index``
-(standalone Redis only). A script that must name a session's keys from an
+The keys outside a session are the live-session index, ``<prefix>:index``
+(standalone Redis only), and each owner's listing, ``<prefix>:owner:{<owner>}``
+(with its paging snapshots), in a slot of its own. A script that must name a session's keys from an
 index member gets the parts from :func:`key_parts`, so that no key name is
 spelled anywhere but here.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "index_key",
     "key",
     "key_parts",
+    "owner_key",
     "parse_key",
     "session_keys",
     "stored_keys",
@@ -70,6 +72,13 @@ def stored_keys(prefix: str, session_id: str) -> tuple[bytes, bytes, bytes]:
     """The history, turns and meta keys: what a commit writes and a delete erases."""
     head = f"{prefix}:{{{encode_id(session_id)}}}:"
     return (head + HISTORY).encode(), (head + TURNS).encode(), (head + META).encode()
+
+
+def owner_key(prefix: str, owner: str, snapshot: str = "") -> bytes:
+    """An owner's listing, ``<prefix>:owner:{<encoded owner>}`` (or one of its paging
+    snapshots): its own hash tag, so it is one slot whatever its members' slots."""
+    tail = f":s:{snapshot}" if snapshot else ""
+    return f"{prefix}:owner:{{{encode_id(owner)}}}{tail}".encode()
 
 
 def index_key(prefix: str) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "BadReply",
+    "array",
     "commit_reply",
     "entries",
     "figures",
@@ -69,6 +70,13 @@ def flag(command: str, value: object) -> bool:
 _FLAGS = frozenset((0, 1))
 
 
+def array(command: str, value: object) -> list[Any]:
+    """An array reply of any items (each checked by its reader)."""
+    if type(value) is list:
+        return value
+    raise BadReply(command, value)
+
+
 def entries(command: str, value: object) -> list[Any]:
     """A list of bulk strings (stored records)."""
     if type(value) is list and all(type(v) is bytes or type(v) is str for v in value):
@@ -76,15 +84,16 @@ def entries(command: str, value: object) -> list[Any]:
     raise BadReply(command, value)
 
 
-_COMMIT_STATUSES = frozenset((1, 0, -1, -2, -3))
+_COMMIT_STATUSES = frozenset((1, 0, -1, -2, -3, -4, -5))
 
 
-def commit_reply(value: object) -> tuple[int, str, int, int, int]:
-    """The commit script's ``{status, previous version, history length before, first id,
-    time in ms}`` (the last two -1 when unknown)."""
-    if type(value) is list and len(value) == 5:
+def commit_reply(value: object) -> tuple[int, str, int, int, int, int]:
+    """The commit script's ``{status, previous version, history length before, first
+    number, time in ms, generation}`` (the last three -1 when unknown)."""
+    if type(value) is list and len(value) == 6:
         first, ms = integer("the commit", value[3]), integer("the commit", value[4])
-        if first < -1 or ms < -1 or (first < 0) != (ms < 0):
+        gen = integer("the commit", value[5])
+        if first < -1 or ms < -1 or gen < -1 or (first < 0) != (ms < 0):
             raise BadReply("the commit", value)
         return (
             status("the commit", value[0], _COMMIT_STATUSES),
@@ -92,21 +101,24 @@ def commit_reply(value: object) -> tuple[int, str, int, int, int]:
             integer("the commit", value[2]),
             first,
             ms,
+            gen,
         )
     raise BadReply("the commit", value)
 
 
-def last_turn_reply(value: object, turn_id: str) -> tuple[int, int]:
-    """``HMGET meta lt lf t``: the first id and time of ``turn_id`` if it was the last turn."""
-    if type(value) is not list or len(value) != 3:
+def last_turn_reply(value: object, turn_id: str) -> tuple[int, int, int]:
+    """``HMGET meta lt lf t lg``: the first number, time and generation of ``turn_id``
+    if it was the last turn (else -1s)."""
+    if type(value) is not list or len(value) != 4:
         raise BadReply("HMGET", value)
     if value[0] is None or text("HMGET", value[0]) != turn_id:
-        return -1, -1
+        return -1, -1, -1
     try:
         first, ms = int(text("HMGET", value[1])), int(text("HMGET", value[2]))
+        gen = 0 if value[3] is None else int(text("HMGET", value[3]))
     except ValueError:
         raise BadReply("HMGET", value) from None
-    return (first, ms) if first >= 0 and ms >= 0 else (-1, -1)
+    return (first, ms, gen) if first >= 0 and ms >= 0 and gen >= 0 else (-1, -1, -1)
 
 
 def load_if_changed_reply(value: object) -> tuple[str, int, list[Any] | None]:

@@ -22,7 +22,11 @@ __all__ = [
     "ACQUIRE",
     "COMMIT",
     "DELETE",
+    "FORK_READ",
     "INDEX_STATS",
+    "INFO",
+    "LIST",
+    "LIST_IN",
     "LOAD_IF_CHANGED",
     "PAGE",
     "RELEASE",
@@ -31,6 +35,8 @@ __all__ = [
     "RESTORE",
     "Script",
     "TURN_STATUS",
+    "UNLIST",
+    "UPDATE_INFO",
 ]
 
 # Versions. Every applied turn and every abort marker is a member of the
@@ -88,26 +94,30 @@ end
 
 # Message ids and times. Every stored element is the payload the client sent
 # behind a header the commit adds: "\0" "2" <ms> " " <id> "\n" (see _codec).
-# Ids count up from 0 per session, kept in the meta hash as 'n' (the next
-# id); 't' is the last commit's time, which the next one never goes below (a
-# failover to a node whose clock is behind cannot reorder a conversation);
-# 'lt' and 'lf' are the last turn's id and first message id, what a re-sent
-# copy of that turn answers with.
-# A meta hash that is gone while the history is not (evicted) is rebuilt from
-# the newest element's header; a history of 0.1.0 (format 1, no headers) is
-# given them once: ids by position, time 0.
+# An id is the message's number (its position counted from the first message
+# the session ever had), with "~<generation>" once the history was rewound:
+# numbers after a rewind are reused, so the generation keeps each id unique.
+# The meta hash keeps 'n' (the next number), 'g' (the generation), 't' (the
+# last commit's time, which the next never goes below: a failover to a node
+# whose clock is behind cannot reorder a conversation), 'c' (the first
+# commit's time), 'lt'/'lf'/'lg' (the last turn's id, first number and
+# generation: what a re-sent copy of that turn answers with), and the
+# conversation's 'o' (owner), 'ti' (title), 'f' (forked from) and 'x:<key>'
+# (custom metadata, JSON values). A meta hash that is gone while the history
+# is not (evicted) is rebuilt from the newest element's header; a history of
+# 0.1.0 (format 1, no headers) is given them once: ids by position, time 0.
 _STAMPS = b"""
 local MARK = string.char(0) .. '2'
 local function stamp(raw)
   if raw and string.sub(raw, 1, 2) == MARK then
-    local ms, seq = string.match(raw, '^(%d+) (%d+)', 3)
-    if seq then return tonumber(seq), tonumber(ms) end
+    local ms, seq, gen = string.match(raw, '^(%d+) (%d+)~?(%w*)', 3)
+    if seq then return tonumber(seq), tonumber(ms), tonumber(gen) or 0 end
   end
   return nil
 end
 local function recover(history, length)
-  local seq, ms = stamp(redis.call('LINDEX', history, -1))
-  if seq then return seq + 1, ms end
+  local seq, ms, gen = stamp(redis.call('LINDEX', history, -1))
+  if seq then return seq + 1, ms, gen end
   local old = redis.call('LRANGE', history, 0, -1)
   local out = {}
   for i, raw in ipairs(old) do
@@ -115,63 +125,117 @@ local function recover(history, length)
   end
   redis.call('DEL', history)
   for i = 1, #out, 500 do redis.call('RPUSH', history, unpack(out, i, math.min(i + 499, #out))) end
-  return length, 0
+  return length, 0, 0
+end
+-- Where the message with id `wanted` is in the history (0-based), or nil: one
+-- LINDEX, since numbers count positions (`seq` is the next number).
+local function position(history, seq, wanted)
+  local num = tonumber(string.match(wanted, '^(%d+)'))
+  if not num then return nil end
+  local length = redis.call('LLEN', history)
+  local at = num - (seq - length)
+  if at < 0 or at >= length then return nil end
+  local raw = redis.call('LINDEX', history, at)
+  if raw and string.match(raw, '^%d+ ([^\\n]+)\\n', 3) == wanted then return at end
+  return nil
+end
+local function id_of(seq, gen)
+  if gen > 0 then return seq .. '~' .. gen end
+  return tostring(seq)
 end
 """
 
-# KEYS: history, turns, meta[, lease if fenced][, index]
+# An owner's conversations, newest first: a sorted set of encoded session ids
+# scored by the time of their last commit (ms). It expires like its longest-
+# lived member, and holds ghosts (a conversation deleted or expired since)
+# only until the next listing, which drops those it finds.
+_OWNERS = b"""
+local function list_in(oidx, member, now, ttl)
+  local fresh = redis.call('EXISTS', oidx) == 0
+  redis.call('ZADD', oidx, now, member)
+  if ttl > 0 then
+    local left = redis.call('PTTL', oidx)
+    if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', oidx, ttl) end
+  else
+    redis.call('PERSIST', oidx)
+  end
+end
+"""
+
+# KEYS: history, turns, meta[, lease if fenced][, index][, owner index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
 #       fence token ('' = none), index member ('' = none), re-send ('1': an
-#       earlier copy of this commit may have run), payloads...
+#       earlier copy of this commit may have run), owner ('' = unchecked),
+#       after (a message id: drop what follows it first; '' = none), owner
+#       index member ('' = the index is not written here), payloads...
 # Entries are pushed 500 at a time: Lua's unpack() has a stack limit.
-# Returns {status, previous version, history length before, first id, ms}:
-# status 1 applied now; 0 already applied (the first id and time are those
-# of that copy when it was the session's last turn, else -1); -1 aborted
-# earlier (never applies); -2 the fencing lease is not held; -3 not applied
-# because it cannot tell: a re-sent commit finds a history whose turn ids
-# are gone (evicted), so its first copy may have run.
+# Returns {status, previous version, history length before, first number,
+# ms, generation}: status 1 applied now; 0 already applied (the first number,
+# time and generation are those of that copy when it was the session's last
+# turn, else -1); -1 aborted earlier (never applies); -2 the fencing lease is
+# not held; -3 not applied because it cannot tell: a re-sent commit finds a
+# history whose turn ids are gone (evicted), so its first copy may have run;
+# -4 the conversation has another owner; -5 no kept message has the id
+# `after`. Nothing is written unless the status is 1.
 _COMMIT = (
     _VERSIONS
     + _INDEX
     + _STAMPS
+    + _OWNERS
     + b"""
 local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
 local before = redis.call('LLEN', history)
 if redis.call('ZSCORE', turns, ARGV[1]) then
-  local last = redis.call('HMGET', meta, 'lt', 'lf', 't')
-  if last[1] == ARGV[1] then return {0, '', before, tonumber(last[2]), tonumber(last[3])} end
-  return {0, '', before, -1, -1}
+  local last = redis.call('HMGET', meta, 'lt', 'lf', 't', 'lg')
+  if last[1] == ARGV[1] then
+    return {0, '', before, tonumber(last[2]), tonumber(last[3]), tonumber(last[4]) or 0}
+  end
+  return {0, '', before, -1, -1, -1}
 end
-if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, '', before, -1, -1} end
-if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[5] then
-  return {-2, '', before, -1, -1}
+if redis.call('ZSCORE', turns, '!' .. ARGV[1]) then return {-1, '', before, -1, -1, -1} end
+local k = 4
+if ARGV[5] ~= '' then
+  if redis.call('GET', KEYS[k]) ~= ARGV[5] then return {-2, '', before, -1, -1, -1} end
+  k = k + 1
 end
 local known = redis.call('EXISTS', turns) == 1
-if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before, -1, -1} end
-local prev = known and version(turns) or ''
-local index = ARGV[6] ~= '' and KEYS[#KEYS] or nil
-if index then
-  -- The index is written last: a wrong type found there would leave the turn
-  -- applied but reported as refused, so check it before the first write.
-  local kind = redis.call('TYPE', index)['ok']
+if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before, -1, -1, -1} end
+local m = redis.call('HMGET', meta, 'n', 't', 'g', 'o', 'c')
+if ARGV[8] ~= '' and m[4] and m[4] ~= ARGV[8] then return {-4, '', before, -1, -1, -1} end
+local index, oidx = nil, nil
+if ARGV[6] ~= '' then index = KEYS[k]; k = k + 1 end
+if ARGV[10] ~= '' then oidx = KEYS[k] end
+for _, key in ipairs({index, oidx}) do
+  -- The indexes are written last: a wrong type found there would leave the
+  -- turn applied but reported as refused, so check them before the first write.
+  local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'zset' and kind ~= 'none' then
-    return redis.error_reply('WRONGTYPE the session index is not a sorted set')
+    return redis.error_reply('WRONGTYPE a session index is not a sorted set')
   end
 end
-local m = redis.call('HMGET', meta, 'n', 't')
-local seq, last = tonumber(m[1]), tonumber(m[2])
+local seq, last, gen = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]) or 0
 if not seq then
-  if before > 0 then seq, last = recover(history, before) else seq, last = 0, 0 end
+  if before > 0 then seq, last, gen = recover(history, before) else seq, last = 0, 0 end
 end
+if ARGV[9] ~= '' then
+  local at = position(history, seq, ARGV[9])
+  if not at then return {-5, '', before, -1, -1, -1} end
+  if at + 1 < before then
+    redis.call('LTRIM', history, 0, at)
+    seq = seq - (before - at - 1)
+    gen = gen + 1
+  end
+end
+local prev = known and version(turns) or ''
 local now = clock()
 if last and now < last then now = last end
 local first = seq
-local stamp = string.format('%d', now)
-local head = MARK .. stamp .. ' '
+local nowtext = string.format('%d', now)
+local head = MARK .. nowtext .. ' '
 local n = #ARGV
 local batch = {}
-for i = 8, n do
-  batch[#batch + 1] = head .. seq .. '\\n' .. ARGV[i]
+for i = 11, n do
+  batch[#batch + 1] = head .. id_of(seq, gen) .. '\\n' .. ARGV[i]
   seq = seq + 1
   if #batch == 500 or i == n then
     redis.call('RPUSH', history, unpack(batch))
@@ -180,20 +244,25 @@ for i = 8, n do
 end
 local cap = tonumber(ARGV[2])
 if cap > 0 then redis.call('LTRIM', history, -cap, -1) end
-redis.call('HSET', meta, 'n', seq, 't', stamp, 'lt', ARGV[1], 'lf', first)
+redis.call('HSET', meta, 'n', seq, 't', nowtext, 'g', gen, 'lt', ARGV[1], 'lf', first, 'lg', gen)
+if not m[5] then
+  -- The first commit's time; for a history older than this field, its oldest message's.
+  local created = now
+  if before > 0 then
+    local _, ms = stamp(redis.call('LINDEX', history, 0))
+    if ms and ms > 0 and ms < now then created = ms end
+  end
+  redis.call('HSET', meta, 'c', string.format('%d', created))
+end
+if ARGV[8] ~= '' and not m[4] then redis.call('HSET', meta, 'o', ARGV[8]) end
 record(turns, ARGV[1], tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('PEXPIRE', history, ttl)
-  redis.call('PEXPIRE', turns, ttl)
-  redis.call('PEXPIRE', meta, ttl)
-else
-  redis.call('PERSIST', history)
-  redis.call('PERSIST', turns)
-  redis.call('PERSIST', meta)
+for _, key in ipairs({history, turns, meta}) do
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
 if index then touch(index, ARGV[6], ttl, now) end
-return {1, prev, before, first, now}
+if oidx then list_in(oidx, ARGV[10], now, ttl) end
+return {1, prev, before, first, now, gen}
 """
 )
 
@@ -220,28 +289,40 @@ return redis.call('LRANGE', KEYS[1], from, at)
 """
 )
 
-# KEYS: history, turns, meta[, index]. ARGV: replace ('1' or '0'), ttl ms (0 =
-# forever), turn id (the new version), turn memory, index member ('' = none),
-# next id, last ms, elements (with their headers)...
-# 1 restored; 0 the session exists and replace is '0'.
+# KEYS: history, turns, meta[, index][, owner index]. ARGV: replace ('1' or
+# '0'), ttl ms (0 = forever), turn id (the new version), turn memory, index
+# member ('' = none), next number, generation, last ms ('' = now), owner index member
+# ('' = none), count of meta field/value pairs, the pairs, elements (with
+# their headers)... A restore (an import) and a fork's copy: the whole
+# conversation in one step, so a half-written one is never visible.
+# 1 written; 0 the session exists and replace is '0'.
 _RESTORE = (
     _VERSIONS
     + _INDEX
+    + _OWNERS
     + b"""
 local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] ~= '1' and redis.call('EXISTS', history) == 1 then return 0 end
 redis.call('DEL', history, meta)
+local pairs_at = 11
+local first = pairs_at + 2 * tonumber(ARGV[10])
 local n = #ARGV
-for i = 8, n, 500 do
+for i = first, n, 500 do
   redis.call('RPUSH', history, unpack(ARGV, i, math.min(i + 499, n)))
 end
-redis.call('HSET', meta, 'n', ARGV[6], 't', ARGV[7])
+local stamp = ARGV[8]
+if stamp == '' then stamp = string.format('%d', clock()) end
+redis.call('HSET', meta, 'n', ARGV[6], 'g', ARGV[7], 't', stamp, 'c', stamp)
+for i = pairs_at, first - 1, 2 do redis.call('HSET', meta, ARGV[i], ARGV[i + 1]) end
 record(turns, ARGV[3], tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[2])
 for _, k in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
 end
-if ARGV[5] ~= '' then touch(KEYS[4], ARGV[5], ttl, clock()) end
+local k = 4
+local now = clock()
+if ARGV[5] ~= '' then touch(KEYS[k], ARGV[5], ttl, now); k = k + 1 end
+if ARGV[9] ~= '' then list_in(KEYS[k], ARGV[9], now, ttl) end
 return 1
 """
 )
@@ -278,12 +359,138 @@ return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
 """
 )
 
-# KEYS: history, turns, meta[, index]. ARGV: index member.
+# KEYS: history, turns, meta[, index]. ARGV: index member, owner ('' = any).
+# Returns {keys deleted, owner or ''}: the caller drops it from that listing.
+# A conversation of another owner than the one given is left alone: {0, owner}.
 _DELETE = b"""
+local owner = redis.call('HGET', KEYS[3], 'o') or ''
+if ARGV[2] and ARGV[2] ~= '' and owner ~= ARGV[2] then return {0, owner} end
 local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return n
+return {n, owner}
 """
+
+# KEYS: owner index. ARGV: member, ttl ms (0 = forever). Puts a conversation
+# on top of its owner's listing (on a Cluster, beside the commit).
+_LIST_IN = (
+    _INDEX
+    + _OWNERS
+    + b"""
+list_in(KEYS[1], ARGV[1], clock(), tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# KEYS: history, meta, pairs of them for several conversations. ARGV: owner
+# ('' = any). For each: what ConversationInfo needs, {} for no conversation
+# (or another owner's), else {message count, owner, title, created ms,
+# updated ms, forked from, custom field, value, ...} ('' = none). Several
+# conversations in one call only on standalone Redis (their slots differ).
+_INFO = b"""
+local function info(history, meta, owner)
+  local count = redis.call('LLEN', history)
+  if count == 0 then return {} end
+  local m = redis.call('HMGET', meta, 'o', 'ti', 'c', 't', 'f')
+  if owner ~= '' and m[1] ~= owner then return {} end
+  local out = {count, m[1] or '', m[2] or '', m[3] or '', m[4] or '', m[5] or ''}
+  local all = redis.call('HGETALL', meta)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'x:' then
+      out[#out + 1] = string.sub(all[i], 3)
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end
+local out = {}
+for i = 1, #KEYS, 2 do out[#out + 1] = info(KEYS[i], KEYS[i + 1], ARGV[1]) end
+return out
+"""
+
+# KEYS: history, meta. ARGV: owner ('' = any), title ('\0' = unchanged, '' =
+# removed), then field, value pairs of custom metadata (value '' = removed).
+# 1 done; 0 no such conversation (nothing is created: an expired or deleted
+# one is never brought back); -4 another owner's.
+_UPDATE_INFO = b"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[2], 'o')
+if ARGV[1] ~= '' and owner ~= ARGV[1] then return -4 end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'ti')
+elseif ARGV[2] ~= string.char(0) then redis.call('HSET', KEYS[2], 'ti', ARGV[2]) end
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], 'x:' .. ARGV[i])
+  else redis.call('HSET', KEYS[2], 'x:' .. ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
+# KEYS: owner index, snapshot. ARGV: offset, limit, snapshot ttl ms, '1' to
+# take a snapshot for the pages after this one. Returns {total, members...}
+# newest first, read from the snapshot when offset > 0 (-1: it expired), and
+# from the live index for a first page, which is copied into the snapshot
+# when more pages follow, so they keep the order the first one had.
+_LIST = b"""
+local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local source = KEYS[1]
+if offset > 0 then
+  source = KEYS[2]
+  if redis.call('EXISTS', source) == 0 then return {-1} end
+end
+local total = redis.call('ZCARD', source)
+local out = {total}
+for _, m in ipairs(redis.call('ZREVRANGE', source, offset, offset + limit - 1)) do
+  out[#out + 1] = m
+end
+if offset == 0 and ARGV[4] == '1' and total > limit then
+  redis.call('COPY', KEYS[1], KEYS[2], 'REPLACE')
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+elseif offset > 0 and offset + limit >= total then
+  redis.call('DEL', KEYS[2])
+end
+return out
+"""
+
+# KEYS: owner index. ARGV: members to drop (ghosts a listing found).
+_UNLIST = b"""
+return redis.call('ZREM', KEYS[1], unpack(ARGV))
+"""
+
+# KEYS: history, meta. ARGV: owner ('' = any), up to (a message id; '' =
+# all). The source of a fork, read in one step: {status, pttl, next number,
+# generation, meta fields..., '', elements...}; status 1, 0 no conversation,
+# -4 another owner's, -5 no such message.
+_FORK_READ = (
+    _STAMPS
+    + b"""
+local length = redis.call('LLEN', KEYS[1])
+if length == 0 then return {0} end
+local m = redis.call('HMGET', KEYS[2], 'o', 'n', 'g')
+if ARGV[1] ~= '' and m[1] ~= ARGV[1] then return {-4} end
+-- The source keeps its owner, title and custom metadata in the copy.
+local seq, gen = tonumber(m[2]), tonumber(m[3]) or 0
+if not seq then
+  local found, _, g = recover(KEYS[1], length)
+  seq, gen = found, g
+end
+local last = length - 1
+if ARGV[2] ~= '' then
+  last = position(KEYS[1], seq, ARGV[2])
+  if not last then return {-5} end
+end
+local out = {1, redis.call('PTTL', KEYS[1]), seq - (length - 1 - last), gen}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local f = all[i]
+  if f == 'o' or f == 'ti' or string.sub(f, 1, 2) == 'x:' then
+    out[#out + 1] = f
+    out[#out + 1] = all[i + 1]
+  end
+end
+out[#out + 1] = ''
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, last)) do out[#out + 1] = raw end
+return out
+"""
+)
 
 # KEYS: lease. ARGV: token, ttl ms. 1: taken. 0: held by another. A lease key
 # with no TTL (left by a crashed tool, or foreign) would block every session
@@ -369,3 +576,9 @@ ACQUIRE = Script(_ACQUIRE)
 TURN_STATUS = Script(_TURN_STATUS)
 PAGE = Script(_PAGE)
 RESTORE = Script(_RESTORE)
+LIST_IN = Script(_LIST_IN)
+INFO = Script(_INFO)
+UPDATE_INFO = Script(_UPDATE_INFO)
+LIST = Script(_LIST)
+UNLIST = Script(_UNLIST)
+FORK_READ = Script(_FORK_READ)

@@ -19,11 +19,26 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from ..._codec import DEFAULT_MAX_RECORD_BYTES
-from ..._config import DEFAULT_MAX_STORED, DEFAULT_TTL, check_limit, check_session_id, ttl_seconds
+from ..._codec import DEFAULT_MAX_RECORD_BYTES, encode_message, header
+from ..._config import (
+    DEFAULT_MAX_STORED,
+    DEFAULT_TTL,
+    check_limit,
+    check_owner,
+    check_session_id,
+    ttl_seconds,
+)
 from ..._exceptions import SessionExists
+from ..._info import UNCHANGED
 from ..._metrics import StateMetrics
-from .._shared import BaseStore, check_before, restored
+from .._shared import (
+    BaseStore,
+    check_before,
+    check_fork,
+    check_info_update,
+    check_page,
+    restored,
+)
 from . import _keys
 from ._admin import Admin
 from ._cache import NearCache
@@ -41,13 +56,15 @@ from ._index import SessionIndex
 from ._leases import Leases
 from ._link import Link, connection_kwargs
 from ._load import Loader
+from ._owners import Owners
 from ._replies import BadReply
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
+    from ..._info import ConversationInfo, ConversationPage
     from ..._messages import Message
-    from ..._types import TTL
+    from ..._types import TTL, JSONValue
     from .._contract import Lease, Turn, TurnOutcome, TurnStatus
 
 __all__ = ["RedisStore"]
@@ -153,6 +170,7 @@ class RedisStore(BaseStore):
         )
         self._leases = Leases(link, float(lease_ttl))
         self._admin = Admin(link, self._index, self._cache)
+        self._owners = Owners(link, self._index, self._cache, self._admin)
 
     @classmethod
     def from_url(
@@ -362,22 +380,25 @@ class RedisStore(BaseStore):
         # A message without a time gets this machine's clock: the next commit
         # never stamps a time below the newest restored one, whatever its clock.
         now_ms = time.time_ns() // 1_000_000
-        stored, times, next_id = restored(messages, self.max_stored, now_ms)
+        stored, times, next_id, generation = restored(messages, self.max_stored, now_ms)
         if not stored:
             if replace:
                 await self.delete(session_id)
             elif await self.exists(session_id):
                 raise SessionExists(session_id)
             return []
+        compress, limit = self._committer.compress_above, self._loader.max_bytes
         written = await self._admin.restore(
             session_id,
-            stored,
-            times,
+            [
+                header(ms, m.id or "") + encode_message(m, compress_above=compress, max_bytes=limit)
+                for m, ms in zip(stored, times, strict=True)
+            ],
             next_id,
             replace=bool(replace),
             ttl_ms=0 if seconds is None else max(1, int(seconds * 1000)),
-            compress_above=self._committer.compress_above,
-            max_bytes=self._loader.max_bytes,
+            last_ms=times[-1],
+            generation=generation,
         )
         if not written:
             raise SessionExists(session_id)
@@ -415,6 +436,11 @@ class RedisStore(BaseStore):
             await self._link.check_server()
         return await self._leases.acquire(check_session_id(session_id), timeout)
 
+    async def _lease_for(self, session_id: str) -> Lease | None:
+        if not self._distributed_lock:
+            return None
+        return await self.acquire_lease(session_id)
+
     # -- erase and inspect ---------------------------------------------------------------
 
     async def delete(self, session_id: str) -> bool:
@@ -426,6 +452,92 @@ class RedisStore(BaseStore):
     async def ttl(self, session_id: str) -> float | None:
         """Seconds until the session expires; None if it has no TTL or does not exist."""
         return await self._admin.ttl(check_session_id(session_id))
+
+    # -- conversations -------------------------------------------------------------------
+
+    async def info(self, session_id: str, *, owner: str | None = None) -> ConversationInfo | None:
+        """The conversation's info; None for an unknown id (or, with ``owner``, another's)."""
+        session_id = check_session_id(session_id)
+        checked = None if owner is None else check_owner(owner)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._owners.info(session_id, checked)
+
+    async def update_info(
+        self,
+        session_id: str,
+        *,
+        title: str | None = UNCHANGED,
+        metadata: Mapping[str, JSONValue] | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Rename, and merge custom metadata (a key set to None is removed), atomically.
+
+        One round trip; the history is never touched, and a conversation that
+        does not exist (expired, deleted) is never created: False then.
+
+        Raises:
+            OwnerMismatch: ``owner`` given, and the conversation is another's.
+        """
+        session_id = check_session_id(session_id)
+        new_title, metadata, checked = check_info_update(title, metadata, owner)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._owners.update_info(
+            session_id, title=new_title, metadata=metadata, owner=checked
+        )
+
+    async def conversations(
+        self, owner: str, *, limit: int = 20, cursor: str | None = None
+    ) -> ConversationPage:
+        """An owner's conversations, newest ``updated_at`` first; O(page), never a SCAN.
+
+        Raises:
+            InvalidCursor: a cursor this store did not give, or one that expired.
+        """
+        owner = check_owner(owner)
+        check_page(limit, cursor)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._owners.conversations(owner, limit, cursor)
+
+    async def fork(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        upto: str | None = None,
+        title: str | None = None,
+        replace: bool = False,
+        owner: str | None = None,
+    ) -> ConversationInfo:
+        """Copy a conversation up to and including message ``upto`` (None: all of it).
+
+        The copy keeps the messages' ids and times, the owner, title (unless
+        ``title``), custom metadata and TTL, and records ``forked_from``. It is
+        written in one atomic step: a half-copied fork is never visible.
+
+        Raises:
+            ConversationNotFound: no source conversation.
+            MessageNotFound: the source keeps no message ``upto``.
+            ConversationExists: ``new_id`` exists and ``replace`` is false.
+            OwnerMismatch: ``owner`` given, and the source is another's.
+        """
+        source_id, new_id = check_session_id(source_id), check_session_id(new_id)
+        check_fork(source_id, new_id, upto, title)
+        checked = None if owner is None else check_owner(owner)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._owners.fork(
+            source_id, new_id, upto=upto, title=title, replace=bool(replace), owner=checked
+        )
+
+    async def delete_owner(self, owner: str) -> int:
+        """Erase every conversation of ``owner`` and their listing; how many were erased."""
+        owner = check_owner(owner)
+        if not self._link.checked:
+            await self._link.check_server()
+        return await self._owners.delete_owner(owner)
 
     async def exists(self, session_id: str) -> bool:
         return await self._admin.exists(check_session_id(session_id))
