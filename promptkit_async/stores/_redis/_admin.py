@@ -8,12 +8,13 @@ entry, in one atomic step; so does restoring one (an import) write it all.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..._ids import new_turn_id
 from . import _keys
 from ._commit import TURN_MEMORY
-from ._errors import mapped_errors
+from ._errors import classify, mapped_errors
 from ._replies import BadReply, flag, integer, text
 from ._scripts import DELETE, LIST_IN, RESTORE, UNLIST
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ._link import Link
 
 __all__ = ["Admin"]
+
+logger = logging.getLogger("promptkit_async.stores.redis")
 
 
 class Admin:
@@ -47,10 +50,18 @@ class Admin:
             if type(reply) is not list or len(reply) != 2:
                 raise BadReply("the delete script", reply)
             removed, owner = integer("the delete script", reply[0]), text("DELETE", reply[1])
-            if owner:
-                # Another slot on a Cluster: a second step. Were it lost, the
-                # next listing would drop the ghost it finds.
+        if owner:
+            # Another slot on a Cluster: a second step. The delete is done
+            # whatever becomes of it: were it lost, the next listing drops the
+            # ghost it finds.
+            try:
                 await UNLIST(link.client, (_keys.owner_key(link.prefix, owner),), (member,))
+            except Exception as exc:
+                if classify(exc) is None:
+                    raise
+                logger.warning(
+                    "deleted %r; its owner's listing keeps it until listed: %s", session_id, exc
+                )
         return removed > 0
 
     async def restore(
