@@ -1,4 +1,5 @@
-"""``session.run()`` through every real wire format: tools declared, calls run, results sent.
+"""A session through every real wire format: the tool loop (tools declared, calls run,
+results sent, errors sent back, a cancelled tool), and a stream cancelled mid-reply.
 
 The replies are the fixtures of each provider's own tests (their shapes and
 sources are cited there): a reply calling ``get_weather`` for Paris and Tōkyō
@@ -315,4 +316,50 @@ async def test_cancelling_during_a_tool_sends_nothing_more_and_writes_nothing(
             await task
     assert len(loopback.served) == 1  # the results were never sent
     assert await store.load("c") == []
+    assert len(store.locks) == 0
+
+
+def _first_piece(kind: str) -> bytes:
+    """The start of a streamed text reply, after which the server goes silent."""
+    if kind == "openai":
+        return sse(openai_t.chunk({"content": "Hel"}))
+    if kind == "anthropic":
+        return anthropic_t.START + anthropic_t.text("Hel")
+    if kind == "responses":
+        return responses_t.stream(
+            {"type": "response.created", "response": responses_t.response("in_progress", [])},
+            responses_t.text_delta("Hel"),
+        )
+    if kind == "gemini":
+        return gemini_t.sse(gemini_t.chunk([{"text": "Hel"}], gemini_t.PROMPT_ONLY))
+    return ollama_t.ndjson(ollama_t.line("Hel"))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_cancelling_mid_stream_closes_the_connection_and_writes_nothing(
+    loopback: FakeAPI, kind: str
+) -> None:
+    import asyncio
+
+    from ._fakeapi import HANG
+
+    provider, _ = KINDS[kind](loopback)
+    headers = NDJSON if kind == "ollama" else JSON_SSE
+    loopback.queue(Script(headers=headers, items=[_first_piece(kind), HANG]))
+    store = MemoryStore()
+    first = asyncio.Event()
+
+    async def turn() -> None:
+        async with Session(store, "x", provider=provider) as session:
+            async for _ in session.stream("hi"):
+                first.set()
+
+    async with contextlib.aclosing(provider):
+        task = asyncio.create_task(turn())
+        await asyncio.wait_for(first.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(loopback.served[0].closed.wait(), 5)  # the server saw it close
+    assert await store.load("x") == []
     assert len(store.locks) == 0
