@@ -205,18 +205,21 @@ if ARGV[8] ~= '' and m[4] and m[4] ~= ARGV[8] then return {-4, '', before, -1, -
 local index, oidx = nil, nil
 if ARGV[6] ~= '' then index = KEYS[k]; k = k + 1 end
 if ARGV[10] ~= '' then oidx = KEYS[k] end
-for _, key in ipairs({index, oidx}) do
-  -- The indexes are written last: a wrong type found there would leave the
-  -- turn applied but reported as refused, so check them before the first write.
-  local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'zset' and kind ~= 'none' then
-    return redis.error_reply('WRONGTYPE a session index is not a sorted set')
+-- The indexes are written last: a wrong type found there would leave the turn
+-- applied but reported as refused, so check them before the first write.
+for _, key in pairs({index or false, oidx or false}) do
+  if key then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'zset' and kind ~= 'none' then
+      return redis.error_reply('WRONGTYPE a session index is not a sorted set')
+    end
   end
 end
 local seq, last, gen = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]) or 0
 if not seq then
   if before > 0 then seq, last, gen = recover(history, before) else seq, last = 0, 0 end
 end
+local length = before
 if ARGV[9] ~= '' then
   local at = position(history, seq, ARGV[9])
   if not at then return {-5, '', before, -1, -1, -1} end
@@ -224,6 +227,7 @@ if ARGV[9] ~= '' then
     redis.call('LTRIM', history, 0, at)
     seq = seq - (before - at - 1)
     gen = gen + 1
+    length = at + 1
   end
 end
 local prev = known and version(turns) or ''
@@ -242,8 +246,9 @@ for i = 11, n do
     batch = {}
   end
 end
+length = length + (n - 10)
 local cap = tonumber(ARGV[2])
-if cap > 0 then redis.call('LTRIM', history, -cap, -1) end
+if cap > 0 and length > cap then redis.call('LTRIM', history, -cap, -1) end
 redis.call('HSET', meta, 'n', seq, 't', nowtext, 'g', gen, 'lt', ARGV[1], 'lf', first, 'lg', gen)
 if not m[5] then
   -- The first commit's time; for a history older than this field, its oldest message's.
