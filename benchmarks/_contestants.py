@@ -152,7 +152,7 @@ class OursContestant(Contestant):
                 p.delete(h, t, m)
                 if records:
                     p.rpush(h, *records)
-                    p.hset(m, mapping={"n": len(records), "t": now})
+                    p.hset(m, mapping={"n": len(records), "t": now, "c": now, "g": 0})
             await p.execute()
 
     async def turn(self, session_id: str, user: Message, reply: Message, think: float = 0.0) -> int:
