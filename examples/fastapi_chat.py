@@ -9,6 +9,21 @@ Run it offline (no provider key: scripted echo replies; no REDIS_URL: in-memory 
     curl localhost:8000/sessions/alice
     curl -X DELETE localhost:8000/sessions/alice
 
+Who is asking: the ``X-User`` header names the request's user (the owner of the
+conversations it touches). A real application puts its *authenticated* user
+there, in a proxy or a middleware that has checked the login; this example
+trusts the header as it is, so it shows how ownership is enforced, not how to
+authenticate. It is checked like a session id (400 ``invalid_user``). Without
+it, the session endpoints behave as if there were no users (no owner recorded
+or checked); with it, a conversation that is not the user's answers exactly as
+an unknown one would, with a 404 ``not_found`` that says nothing of its owner.
+A conversation recorded without an owner is claimed by the first user who posts
+into it (the library's rule); until then only requests without ``X-User`` see it::
+
+    curl -N localhost:8000/sessions/c1/messages -H 'x-user: ada' -d '{"content": "Hi"}'
+    curl localhost:8000/users/ada/conversations -H 'x-user: ada'
+    curl -X PATCH localhost:8000/sessions/c1 -H 'x-user: ada' -d '{"title": "Greetings"}'
+
 Endpoints:
 
 - ``POST /sessions/{session_id}/messages`` with ``{"content": "..."}``: one turn,
@@ -27,15 +42,39 @@ Endpoints:
   stored (once at most), and the client should reload the history before
   sending it again. Data is JSON
   with non-ASCII escaped, so it never contains a line break of any kind.
+  With ``X-User``, the first turn records the conversation as the user's, and
+  another's is refused with 404 before the provider is called.
 - ``GET /sessions/{session_id}``: ``{"session_id": ..., "messages": [{"role": ...,
   "content": ..., "id": ..., "created_at": ...}, ...]}``: every kept message
   (``Message.to_dict()``; an unknown session has no messages). ``?limit=50`` gives
   the newest 50 and ``?limit=50&before=<id>`` the 50 before that message (404
   ``message_not_found`` for an id the session does not keep).
-- ``DELETE /sessions/{session_id}``: ``{"session_id": ..., "deleted": true|false}``.
+  With ``X-User``, 404 ``not_found`` unless the conversation is the user's.
+- ``DELETE /sessions/{session_id}``: ``{"session_id": ..., "deleted": true|false}``
+  (with ``X-User``, another's conversation is 404 and stays).
+- ``POST /sessions/{session_id}/regenerate`` (no body): a new answer to the last
+  user message, streamed with the events above; it replaces the old reply (and
+  anything after it) in one commit. 409 ``nothing_to_regenerate`` when the
+  session holds no user message.
+- ``GET /users/{owner}/conversations?limit=20&cursor=...`` (``X-User`` required,
+  and it must be ``owner``: 401 ``no_user`` without it, 404 for anyone else's):
+  ``{"items": [<info>, ...], "next_cursor": ...}``, newest activity first; pass
+  ``next_cursor`` back for the next page (null: the last). An info is ``{"id",
+  "owner", "title", "created_at", "updated_at", "message_count", "metadata",
+  "forked_from"}`` (times ISO 8601). 400 ``invalid_limit`` / ``invalid_cursor``.
+- ``PATCH /sessions/{session_id}`` (``X-User`` required) with ``{"title": "..." or
+  null, "metadata": {...}}``, both optional: renames (null removes the title) and
+  merges the metadata (a key set to null is removed); returns the info. 404 for
+  an unknown conversation or another's.
+- ``POST /sessions/{session_id}/fork`` with ``{"new_id": "...", "upto": <message
+  id> or null, "title": ... or null}``: copies the conversation up to and
+  including ``upto`` (null: all of it) into ``new_id``, owner and metadata
+  included; 201 with the new info. 404 ``not_found`` (unknown source, or with
+  ``X-User`` another's) or ``message_not_found``, 409 ``conversation_exists``.
 
 Errors before the stream starts are JSON ``{"error": <code>, "message": <text>}``:
-400 bad session id (too long, control characters) or body that is not JSON,
+400 bad session id (too long, control characters), bad ``X-User``, or body that
+is not JSON, 401 ``no_user`` (an endpoint that needs ``X-User``), 404 ``not_found``,
 422 JSON of the wrong shape, 413 body or message too large, 429 + Retry-After
 when the session is busy with another turn for longer than the lock timeout,
 409 ``commit_outcome_unknown`` (the turn may be stored: reload the history, do not
@@ -84,17 +123,23 @@ from starlette.routing import Route
 
 import promptkit_async
 from promptkit_async import (
+    BaseStore,
     CommitOutcomeUnknown,
+    ConversationExists,
+    ConversationNotFound,
     Conversations,
     CorruptHistory,
+    InvalidCursor,
     InvalidMessage,
     InvalidSessionId,
     MessageNotFound,
     MessageTooLarge,
+    OwnerMismatch,
     PromptKitError,
     ProviderError,
     RateLimited,
     SessionBusy,
+    SessionSettings,
     StoreUnavailable,
     SupportsHistory,
 )
@@ -106,7 +151,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.types import Receive, Scope, Send
 
-    from promptkit_async import Provider, Store
+    from promptkit_async import ConversationInfo, Provider, ReplyStream, Session, Store
 
 __all__ = [
     "DEFAULT_ANTHROPIC_MODEL",
@@ -126,6 +171,8 @@ DEFAULT_OPENAI_MODEL = promptkit_async.DEFAULT_OPENAI_MODEL
 DEFAULT_ANTHROPIC_MODEL = promptkit_async.DEFAULT_ANTHROPIC_MODEL
 #: Larger bodies are refused with 413 before they are read into memory.
 MAX_BODY_BYTES = 1 << 20
+#: The most items one page (of a history or of a listing) may ask for.
+_MAX_LIMIT = 1000
 # C0 and C1 control characters and DEL: never meant as part of an id, they would
 # be written raw into logs and terminals (log injection), so refuse them here.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -203,6 +250,13 @@ def _classify(exc: PromptKitError) -> tuple[int, str, float | None]:
         return 500, "corrupt_history", None
     if isinstance(exc, MessageNotFound):
         return 404, "message_not_found", None
+    if isinstance(exc, (ConversationNotFound, OwnerMismatch)):
+        # One code for both: whether someone else's conversation exists is theirs.
+        return 404, "not_found", None
+    if isinstance(exc, ConversationExists):
+        return 409, "conversation_exists", None
+    if isinstance(exc, InvalidCursor):
+        return 400, "invalid_cursor", None
     if isinstance(exc, RateLimited):
         return 503, "provider_rate_limited", exc.retry_after or 1.0
     if isinstance(exc, ProviderError):
@@ -210,12 +264,24 @@ def _classify(exc: PromptKitError) -> tuple[int, str, float | None]:
     return 503, "store_error", 1.0  # StoreRejected and other StoreErrors
 
 
+def _message_of(exc: PromptKitError) -> str:
+    """The error's text for the client: another's conversation reads as an unknown one."""
+    if isinstance(exc, OwnerMismatch):
+        return str(ConversationNotFound(exc.session_id))
+    return str(exc)
+
+
+def _not_found(session_id: str) -> _Rejected:
+    """The refusal for an id that is unknown or not the user's: the same words for both."""
+    return _Rejected(404, "not_found", str(ConversationNotFound(session_id)))
+
+
 async def _on_library_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PromptKitError)
     status, code, retry_after = _classify(exc)
     if status >= 500:
         logger.warning("%s %s: %s: %s", request.method, request.url.path, code, exc)
-    return _error_response(status, code, str(exc), retry_after)
+    return _error_response(status, code, _message_of(exc), retry_after)
 
 
 async def _on_rejected(request: Request, exc: Exception) -> Response:
@@ -232,22 +298,74 @@ def _conversations(request: Request) -> Conversations:
     return chats
 
 
-def _session_id(request: Request) -> str:
-    """The path's session id; its length and encoding are checked by the library."""
-    session_id: str = request.path_params["session_id"]
-    bad = _CONTROL.search(session_id)
+def _conversation_store(request: Request) -> BaseStore:
+    """The store, for the conversation endpoints (owners, titles, listings, forks)."""
+    store = _conversations(request).store
+    if not isinstance(store, BaseStore):
+        raise _Rejected(501, "no_conversations", f"{type(store).__name__} keeps no owners")
+    return store
+
+
+def _refuse_controls(value: str, code: str, what: str) -> None:
+    bad = _CONTROL.search(value)
     if bad is not None:
         raise _Rejected(
             400,
-            "invalid_session_id",
-            f"session id contains the control character U+{ord(bad.group()):04X} "
+            code,
+            f"{what} contains the control character U+{ord(bad.group()):04X} "
             f"at position {bad.start()}",
         )
+
+
+def _session_id(request: Request) -> str:
+    """The path's session id; its length and encoding are checked by the library."""
+    session_id: str = request.path_params["session_id"]
+    _refuse_controls(session_id, "invalid_session_id", "session id")
     return session_id
 
 
-async def _read_content(request: Request) -> str:
-    """The ``content`` of a ``{"content": "..."}`` body, or a 400/413/422 refusal."""
+def _user(request: Request) -> str | None:
+    """The ``X-User`` header (trusted as is, see the module docstring), or None."""
+    values = request.headers.getlist("x-user")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _Rejected(400, "invalid_user", "send one X-User header, not several")
+    try:
+        # Starlette decodes header bytes as Latin-1; a user name is sent as UTF-8.
+        user = values[0].encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Rejected(400, "invalid_user", "X-User is not valid UTF-8") from None
+    if not user:
+        raise _Rejected(400, "invalid_user", "X-User must not be empty")
+    _refuse_controls(user, "invalid_user", "X-User")
+    try:
+        SessionSettings(owner=user)  # the library's own rule for an owner: that of an id
+    except InvalidSessionId as exc:
+        raise _Rejected(400, "invalid_user", f"X-User is not a valid user name ({exc})") from None
+    return user
+
+
+def _required_user(request: Request) -> str:
+    user = _user(request)
+    if user is None:
+        raise _Rejected(401, "no_user", "send the X-User header: who is asking")
+    return user
+
+
+def _limit(request: Request) -> int | None:
+    text = request.query_params.get("limit")
+    if text is None:
+        return None
+    if not (text.isdigit() and 0 < int(text) <= _MAX_LIMIT):
+        raise _Rejected(
+            400, "invalid_limit", f"limit must be a whole number from 1 to {_MAX_LIMIT}"
+        )
+    return int(text)
+
+
+async def _read_json(request: Request, example: str, fields: set[str]) -> dict[str, Any]:
+    """The body as a JSON object with no other keys than ``fields``, or a 400/413/422."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _Rejected(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
@@ -256,17 +374,45 @@ async def _read_content(request: Request) -> str:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise _Rejected(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-    example = 'send {"content": "your message"}'
     if not raw.strip():
         raise _Rejected(400, "invalid_json", f"the body is empty; {example}")
     try:
         body = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    # JSONDecodeError and UnicodeDecodeError; RecursionError: nested too deeply
+    except (ValueError, RecursionError) as exc:
         raise _Rejected(
             400, "invalid_json", f"the body is not valid JSON ({exc}); {example}"
         ) from None
-    if not isinstance(body, dict) or "content" not in body:
+    if not isinstance(body, dict):
         raise _Rejected(422, "invalid_body", f"the body must be a JSON object; {example}")
+    unknown = sorted(body.keys() - fields)
+    if unknown:  # a misspelt field would otherwise be ignored without a word
+        raise _Rejected(422, "invalid_body", f"unknown field {unknown[0]!r}; {example}")
+    return body
+
+
+def _text_field(body: dict[str, Any], key: str) -> str | None:
+    """A non-blank string field that UTF-8 can carry, or None (null or absent)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _Rejected(422, "invalid_body", f'"{key}" must be a non-empty string or null')
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Rejected(422, "invalid_body", f'"{key}" contains a lone surrogate') from None
+    return value
+
+
+async def _read_content(request: Request) -> str:
+    """The ``content`` of a ``{"content": "..."}`` body, or a 400/413/422 refusal."""
+    example = 'send {"content": "your message"}'
+    body = await _read_json(request, example, {"content"})
+    if "content" not in body:
+        raise _Rejected(
+            422, "invalid_body", f'the body must be a JSON object with "content"; {example}'
+        )
     content = body["content"]
     if not isinstance(content, str):
         raise _Rejected(
@@ -290,21 +436,53 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n".encode()
 
 
+async def _check_owner(store: BaseStore, session_id: str, user: str) -> None:
+    """Refuse another's conversation before the provider is called: the window sent
+    would be theirs, and so would what the reply tells. (The commit checks again.)"""
+    info = await store.info(session_id)
+    if info is not None and info.owner not in (None, user):
+        raise OwnerMismatch(session_id)
+
+
+def _ask(content: str) -> Callable[[Session], ReplyStream]:
+    return lambda session: session.stream(content)
+
+
+def _answer_again(session: Session) -> ReplyStream:
+    if not any(m.role == "user" and m.id is not None for m in session.history):
+        raise _Rejected(
+            409,
+            "nothing_to_regenerate",
+            f"session {session.session_id!r} holds no user message to answer again",
+        )
+    return session.regenerate()
+
+
 async def _turn_events(
-    chats: Conversations, session_id: str, content: str
+    request: Request, reply_to: Callable[[Session], ReplyStream]
 ) -> AsyncGenerator[bytes, None]:
     """One turn as SSE frames. The session's ``async with`` lives inside the generator.
 
     The handler pulls the first frame before the response starts, so failures
-    up to the first piece of text (busy session, store down, provider error)
-    still become an HTTP status. A failure after that ends the stream with an
-    ``error`` event; in every failure case the block writes nothing.
+    up to the first piece of text (busy session, store down, provider error,
+    another's conversation) still become an HTTP status. A failure after that
+    ends the stream with an ``error`` event; in every failure case the block
+    writes nothing. The history is loaded only once the owner was checked.
     """
+    chats = _conversations(request)
+    session_id, user = _session_id(request), _user(request)
     started = False
     message = None
     try:
-        async with chats.session(session_id) as session:
-            reply = session.stream(content)
+        if user is None:
+            session = chats.session(session_id, lazy=True)
+        else:
+            session = chats.session(session_id, lazy=True, owner=user)
+        async with session:
+            if user is not None:
+                await _check_owner(_conversation_store(request), session_id, user)
+            await session.load()
+            reply = reply_to(session)
             async for text in reply:
                 started = True
                 yield _sse("delta", {"text": text})
@@ -314,7 +492,7 @@ async def _turn_events(
             raise
         _, code, _ = _classify(exc)
         logger.warning("session %r: turn failed mid-stream (%s): %s", session_id, code, exc)
-        yield _sse("error", {"error": code, "message": str(exc)})
+        yield _sse("error", {"error": code, "message": _message_of(exc)})
         return
     # The block exited cleanly: the user message and the reply are saved.
     assert message is not None
@@ -358,32 +536,58 @@ class _EventStream(StreamingResponse):
 # -- endpoints -----------------------------------------------------------------------
 
 
-async def post_message(request: Request) -> Response:
-    """Run one turn and stream the reply (see the module docstring for the events)."""
-    chats = _conversations(request)
-    session_id = _session_id(request)
-    content = await _read_content(request)
-    events = _turn_events(chats, session_id, content)
+def _info_json(info: ConversationInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "owner": info.owner,
+        "title": info.title,
+        "created_at": info.created_at.isoformat(),
+        "updated_at": info.updated_at.isoformat(),
+        "message_count": info.message_count,
+        "metadata": dict(info.metadata),
+        "forked_from": info.forked_from,
+    }
+
+
+async def _stream(request: Request, reply_to: Callable[[Session], ReplyStream]) -> Response:
+    events = _turn_events(request, reply_to)
     # Errors raised here finish the generator (the session exited, nothing
     # written) and become JSON errors through the exception handlers.
     first = await events.__anext__()
     return _EventStream(first, events)
 
 
+async def post_message(request: Request) -> Response:
+    """Run one turn and stream the reply (see the module docstring for the events)."""
+    _user(request)  # a bad X-User or session id is refused before the body is read
+    _session_id(request)
+    content = await _read_content(request)
+    return await _stream(request, _ask(content))
+
+
+async def post_regenerate(request: Request) -> Response:
+    """Answer the last user message again, streamed like a turn; the new reply replaces
+    the old one in the same commit (a client that disconnects keeps the old one)."""
+    return await _stream(request, _answer_again)
+
+
 async def get_session(request: Request) -> Response:
     """The kept history, oldest first; ``?limit=N&before=ID`` pages back from a message."""
     session_id = _session_id(request)
+    user = _user(request)
     chats = _conversations(request)
-    limit_text, before = request.query_params.get("limit"), request.query_params.get("before")
-    if limit_text is None and before is None:
+    if user is not None:
+        # One answer for unknown and for another's: a 404 that tells nothing.
+        if await _conversation_store(request).info(session_id, owner=user) is None:
+            raise _not_found(session_id)
+    before = request.query_params.get("before")
+    limit = _limit(request)
+    if limit is None and before is None:
         messages = await chats.history(session_id)
     else:
-        if limit_text is not None and not (limit_text.isdigit() and 0 < int(limit_text) <= 1000):
-            raise _Rejected(400, "invalid_limit", "limit must be a whole number from 1 to 1000")
         store = chats.store
         if not isinstance(store, SupportsHistory):
             raise _Rejected(501, "no_paging", f"{type(store).__name__} cannot page a history")
-        limit = int(limit_text) if limit_text is not None else None
         messages = await store.load(session_id, limit, before=before)
     return JSONResponse({"session_id": session_id, "messages": [m.to_dict() for m in messages]})
 
@@ -392,9 +596,78 @@ async def delete_session(request: Request) -> Response:
     """Erase a session. It waits for a running turn, so that turn cannot re-create it."""
     chats = _conversations(request)
     session_id = _session_id(request)
+    user = _user(request)
     async with chats.session(session_id, lazy=True):
+        if user is not None:
+            info = await _conversation_store(request).info(session_id)
+            if info is not None and info.owner != user:
+                raise OwnerMismatch(session_id)
         deleted = await chats.delete(session_id)
     return JSONResponse({"session_id": session_id, "deleted": deleted})
+
+
+async def patch_session(request: Request) -> Response:
+    """Rename a conversation and merge its custom metadata: its owner only."""
+    user = _required_user(request)
+    session_id = _session_id(request)
+    store = _conversation_store(request)
+    example = 'send {"title": "a name" or null, "metadata": {"key": "value"}}'
+    body = await _read_json(request, example, {"title", "metadata"})
+    changes: dict[str, Any] = {}
+    if "title" in body:  # absent: unchanged; null: removed
+        changes["title"] = _text_field(body, "title")
+    if "metadata" in body:
+        if not isinstance(body["metadata"], dict):
+            raise _Rejected(422, "invalid_body", f'"metadata" must be a JSON object; {example}')
+        changes["metadata"] = body["metadata"]
+    try:
+        found = await store.update_info(session_id, owner=user, **changes)
+    except PromptKitError:
+        raise
+    except (TypeError, ValueError) as exc:  # what the library refuses in a title or metadata
+        raise _Rejected(422, "invalid_body", str(exc)) from None
+    info = await store.info(session_id, owner=user) if found else None
+    if info is None:  # unknown, or erased just now
+        raise _not_found(session_id)
+    return JSONResponse(_info_json(info))
+
+
+async def fork_session(request: Request) -> Response:
+    """Copy a conversation, up to a message, into a new id: a branch to go on from."""
+    user = _user(request)
+    source_id = _session_id(request)
+    store = _conversation_store(request)
+    example = 'send {"new_id": "an id", "upto": "a message id" or null, "title": "..." or null}'
+    body = await _read_json(request, example, {"new_id", "upto", "title"})
+    new_id = _text_field(body, "new_id")
+    if new_id is None:
+        raise _Rejected(422, "invalid_body", f'"new_id" is required; {example}')
+    _refuse_controls(new_id, "invalid_session_id", "new_id")
+    if "/" in new_id:  # no route could reach it: /sessions/{id} matches no "/"
+        raise _Rejected(400, "invalid_session_id", 'new_id must not contain "/"')
+    if new_id == source_id:
+        raise _Rejected(422, "invalid_body", '"new_id" must differ from the source\'s id')
+    upto, title = _text_field(body, "upto"), _text_field(body, "title")
+    try:
+        info = await store.fork(source_id, new_id, upto=upto, title=title, owner=user)
+    except PromptKitError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise _Rejected(422, "invalid_body", str(exc)) from None
+    return JSONResponse(_info_json(info), status_code=201)
+
+
+async def list_conversations(request: Request) -> Response:
+    """A page of the user's conversations, newest activity first; ``next_cursor`` goes on."""
+    user = _required_user(request)
+    if request.path_params["owner"] != user:
+        raise _Rejected(404, "not_found", "only your own conversations can be listed")
+    store = _conversation_store(request)
+    limit, cursor = _limit(request), request.query_params.get("cursor")
+    page = await store.conversations(user, limit=limit or 20, cursor=cursor)
+    return JSONResponse(
+        {"items": [_info_json(i) for i in page.items], "next_cursor": page.next_cursor}
+    )
 
 
 async def _check_store(store: Store) -> None:
@@ -423,8 +696,12 @@ def create_app(
     return Starlette(
         routes=[
             Route("/sessions/{session_id}/messages", post_message, methods=["POST"]),
+            Route("/sessions/{session_id}/regenerate", post_regenerate, methods=["POST"]),
+            Route("/sessions/{session_id}/fork", fork_session, methods=["POST"]),
             Route("/sessions/{session_id}", get_session, methods=["GET"]),
+            Route("/sessions/{session_id}", patch_session, methods=["PATCH"]),
             Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
+            Route("/users/{owner}/conversations", list_conversations, methods=["GET"]),
         ],
         lifespan=lifespan,
         exception_handlers={PromptKitError: _on_library_error, _Rejected: _on_rejected},

@@ -5,18 +5,20 @@ Each test uses its own key prefix (``--key-prefix``) and deletes its keys after.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
-from promptkit_async import Message, RedisStore
+from promptkit_async import Message, RedisStore, Session
 
 from .conftest import free_port
 
@@ -75,16 +77,24 @@ def store_args(redis_url: str, prefix: str) -> Iterator[list[str]]:
             client.close()
 
 
-async def seed(redis_url: str, prefix: str, *session_ids: str) -> None:
+async def seed(redis_url: str, prefix: str, *session_ids: str, owner: str | None = None) -> None:
+    """One turn in each session, in order; with ``owner``, recorded as that owner's."""
     async with RedisStore.from_url(redis_url, prefix=prefix) as store:
         for session_id in session_ids:
-            await store.append(session_id, [Message.user("hi"), Message.assistant("hello")])
+            if owner is None:
+                await store.append(session_id, [Message.user("hi"), Message.assistant("hello")])
+                continue
+            async with Session(store, session_id, owner=owner) as session:
+                session.add(Message.user("hi"), Message.assistant("hello"))
+            await asyncio.sleep(0.003)  # times are in ms: each turn gets its own
 
 
 def test_help_reads_well() -> None:
     top = run("--help")
     assert top.returncode == 0
     for text in ("chat", "history", "export", "import", "delete", "sessions", "stats", "130"):
+        assert text in top.stdout
+    for text in ("conversations ada", "fork chat-7 chat-7b --upto", "fork onto an existing id"):
         assert text in top.stdout
     chat = run("chat", "--help")
     assert chat.returncode == 0
@@ -339,3 +349,123 @@ def test_import_of_bad_input_is_a_usage_error_and_writes_nothing(store_args: lis
         assert result.stderr.startswith("promptkit-async: "), name
     assert "input line 2" in run("import", "bad", *store_args, stdin=cases["not json"]).stderr
     assert run("export", "bad", *store_args).returncode == 1  # nothing was written
+
+
+# -- conversations and fork ------------------------------------------------------------
+
+
+async def test_conversations_newest_first_across_pages(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    await seed(redis_url, prefix, "c0", "c1", "c2", "c3", "c4", owner="ada")
+    await seed(redis_url, prefix, "c1", owner="ada")  # c1 again: now the newest
+    await seed(redis_url, prefix, "b0", owner="bob")
+    await seed(redis_url, prefix, "anon")  # no owner: nobody's listing
+    async with RedisStore.from_url(redis_url, prefix=prefix) as store:
+        assert await store.update_info("c3", title="Trip\nplans")
+    newest_first = ["c1", "c4", "c3", "c2", "c0"]
+    text, paged, as_json, bob, nobody, nobody_json = run_all(
+        ["conversations", "ada", *store_args],
+        ["conversations", "ada", "--limit", "2", *store_args],  # three pages
+        ["conversations", "ada", "--json", "--limit", "3", *store_args],
+        ["conversations", "bob", *store_args],
+        ["conversations", "nobody", *store_args],
+        ["conversations", "nobody", "--json", *store_args],
+    )
+    assert text.returncode == 0, text.stderr
+    lines = [line.split("  ") for line in text.stdout.splitlines()]
+    assert [line[0] for line in lines] == newest_first
+    assert [(line[2], line[3]) for line in lines] == [
+        ("4", "-"),
+        ("2", "-"),
+        ("2", repr("Trip\nplans")),  # one line, however the title is written
+        ("2", "-"),
+        ("2", "-"),
+    ]
+    times = [datetime.fromisoformat(line[1]) for line in lines]
+    assert times == sorted(times, reverse=True) and times[0].utcoffset() is not None
+    assert paged.stdout == text.stdout
+    infos = json.loads(as_json.stdout)
+    assert [i["id"] for i in infos] == newest_first
+    assert infos[2] == {
+        "id": "c3",
+        "owner": "ada",
+        "title": "Trip\nplans",
+        "created_at": infos[2]["created_at"],
+        "updated_at": infos[2]["updated_at"],
+        "message_count": 2,
+        "metadata": {},
+        "forked_from": None,
+    }
+    assert datetime.fromisoformat(infos[0]["updated_at"]) == times[0]
+    assert bob.stdout.split("  ")[0] == "b0"
+    assert (nobody.returncode, nobody.stdout, nobody.stderr) == (0, "", "")
+    assert (nobody_json.returncode, json.loads(nobody_json.stdout)) == (0, [])
+    for bad in (["--limit", "0"], ["--limit", "1001"], ["--limit", "x"]):
+        assert run("conversations", "ada", *bad, *store_args).returncode == 2, bad
+    too_long = run("conversations", "x" * 5000, *store_args)
+    assert too_long.returncode == 2 and "invalid owner" in too_long.stderr
+
+
+def _exported(store_args: list[str], session_id: str) -> list[dict[str, object]]:
+    result = run("export", session_id, *store_args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+async def test_fork_whole_and_up_to_a_message(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    await seed(redis_url, prefix, "src", "src", owner="ada")  # two turns: messages 0-3
+    source = _exported(store_args, "src")
+    whole, part = run_all(
+        ["fork", "src", "copy", *store_args],
+        ["fork", "src", "branch", "--upto", "1", "--title", "Branch", *store_args],
+    )
+    assert (whole.returncode, whole.stdout) == (0, "forked 'src' into 'copy' (4 messages)\n")
+    assert (part.returncode, part.stdout) == (0, "forked 'src' into 'branch' (2 messages)\n")
+    assert _exported(store_args, "copy") == source  # ids and times kept
+    assert _exported(store_args, "branch") == source[:2]
+    listed = json.loads(run("conversations", "ada", "--json", *store_args).stdout)
+    by_id = {i["id"]: i for i in listed}
+    assert sorted(by_id) == ["branch", "copy", "src"]
+    assert (by_id["branch"]["title"], by_id["branch"]["forked_from"]) == ("Branch", "src")
+    assert (by_id["copy"]["title"], by_id["copy"]["forked_from"]) == (None, "src")
+    assert _exported(store_args, "src") == source  # the source is unchanged
+
+
+async def test_fork_onto_an_existing_id_needs_replace(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    await seed(redis_url, prefix, "src", "src", owner="ada")
+    await seed(redis_url, prefix, "taken", owner="ada")
+    kept = _exported(store_args, "taken")
+    refused = run("fork", "src", "taken", *store_args)
+    assert (refused.returncode, refused.stdout) == (5, "")
+    assert "'taken' already exists" in refused.stderr and "--replace" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert _exported(store_args, "taken") == kept
+    replaced = run("fork", "src", "taken", "--upto", "2", "--replace", *store_args)
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout == "forked 'src' into 'taken' (3 messages)\n"
+    assert _exported(store_args, "taken") == _exported(store_args, "src")[:3]
+
+
+async def test_fork_of_an_unknown_source_or_message_is_exit_1(
+    redis_url: str, prefix: str, store_args: list[str]
+) -> None:
+    await seed(redis_url, prefix, "src", owner="ada")
+    unknown, no_message, same, empty_title = run_all(
+        ["fork", "nobody", "new", *store_args],
+        ["fork", "src", "new", "--upto", "99", *store_args],
+        ["fork", "src", "src", *store_args],
+        ["fork", "src", "new", "--title", "", *store_args],
+    )
+    for result in (unknown, no_message):
+        assert (result.returncode, result.stdout) == (1, ""), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert "no conversation 'nobody'" in unknown.stderr
+    assert "no message '99'" in no_message.stderr
+    for result in (same, empty_title):
+        assert result.returncode == 2, result.stderr
+    assert run("export", "new", *store_args).returncode == 1  # nothing was written

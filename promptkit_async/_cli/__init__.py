@@ -43,6 +43,8 @@ _COMMANDS = {
     "import": _tools.import_,
     "delete": _tools.delete,
     "sessions": _tools.sessions,
+    "conversations": _tools.conversations,
+    "fork": _tools.fork,
     "stats": _tools.stats,
 }
 

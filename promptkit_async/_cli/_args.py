@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from ._common import EXIT_USAGE
+from ._common import EXIT_USAGE, PAGE_SIZE
 
 __all__ = ["parser"]
 
@@ -26,12 +26,12 @@ providers (chat):
   provider (it echoes, showing what it remembers).
 
 exit status:
-  0    success
-  1    unknown session (history, export, delete)
+  0    success (conversations of an unknown owner: none listed)
+  1    unknown session (history, export, delete), fork source or --upto message
   2    usage error: bad arguments, bad store URL, invalid session id, missing key
   3    store unavailable or failing (Redis unreachable or timing out, corrupt data)
   4    provider error (chat)
-  5    import into a session that has history (pass --replace)
+  5    import into a session that has history, fork onto an existing id (pass --replace)
   130  interrupted (Ctrl-C)
 
 examples:
@@ -41,6 +41,8 @@ examples:
   promptkit-async export user-42 --store redis://localhost:6379 > user-42.jsonl
   promptkit-async import user-42 --store redis://localhost:6379 < user-42.jsonl
   promptkit-async sessions --prefix user-42- --store redis://localhost:6379
+  promptkit-async conversations ada --store redis://localhost:6379 --json
+  promptkit-async fork chat-7 chat-7b --upto 3 --title "Take two" --store redis://localhost:6379
   promptkit-async delete user-42 --store redis://localhost:6379
   promptkit-async stats --store redis://localhost:6379
 """
@@ -50,6 +52,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _page_size(text: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 1000):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000, got {text!r}")
+    return int(text)
+
+
+def _text(text: str) -> str:
+    """A non-empty argument the store can encode (argv may carry undecodable bytes)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -142,6 +161,45 @@ def parser() -> argparse.ArgumentParser:
     )
     sessions.add_argument("--prefix", default="", metavar="P", help="only ids starting with P")
     sessions.add_argument("--json", action="store_true", help="print a sorted JSON array")
+
+    conversations = command(
+        "conversations",
+        "list an owner's conversations, newest first",
+        "List every conversation of OWNER, the most recently active first, one line each: "
+        "id, last update, message count and title (- for none). The listing is read page "
+        "by page to its end; each conversation is printed once, in the order they had when "
+        "it started. An owner with no conversations lists none (exit status 0).",
+    )
+    conversations.add_argument("owner", metavar="OWNER")
+    conversations.add_argument(
+        "--limit",
+        type=_page_size,
+        default=PAGE_SIZE,
+        metavar="N",
+        help=f"conversations read per round trip, 1-1000 (default {PAGE_SIZE}); all are listed",
+    )
+    conversations.add_argument(
+        "--json", action="store_true", help="print a JSON array of info objects"
+    )
+
+    fork = command(
+        "fork",
+        "copy a conversation into a new id",
+        "Copy conversation SOURCE into NEW, up to and including message --upto (default: "
+        "all of it), in one atomic write. The messages keep their ids and times, and NEW "
+        "keeps SOURCE's owner, title (unless --title), metadata and expiry. An existing NEW "
+        "is left as it is unless --replace is given.",
+    )
+    fork.add_argument("source", metavar="SOURCE")
+    fork.add_argument("new", metavar="NEW")
+    fork.add_argument(
+        "--upto",
+        type=_text,
+        metavar="MESSAGE_ID",
+        help="the id of the last message copied (history --json shows them)",
+    )
+    fork.add_argument("--title", type=_text, metavar="T", help="NEW's title (default: SOURCE's)")
+    fork.add_argument("--replace", action="store_true", help="overwrite NEW if it exists")
 
     stats = command(
         "stats",

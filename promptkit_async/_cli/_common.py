@@ -21,6 +21,7 @@ __all__ = [
     "EXIT_PROVIDER",
     "EXIT_STORE",
     "EXIT_USAGE",
+    "PAGE_SIZE",
     "Fail",
     "describe",
     "err",
@@ -34,6 +35,9 @@ EXIT_STORE = 3
 EXIT_PROVIDER = 4
 EXIT_EXISTS = 5
 EXIT_INTERRUPTED = 130
+
+#: Conversations read per round trip when listing (``conversations --limit``).
+PAGE_SIZE = 100
 
 
 class Fail(Exception):

@@ -1,5 +1,5 @@
-"""``history``, ``export``, ``import``, ``delete``, ``sessions`` and ``stats``: tools for
-the people who run the store."""
+"""``history``, ``export``, ``import``, ``delete``, ``sessions``, ``conversations``,
+``fork`` and ``stats``: tools for the people who run the store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._config import check_session_id
-from .._exceptions import InvalidMessage, SessionExists
+from .._exceptions import (
+    ConversationExists,
+    ConversationNotFound,
+    InvalidCursor,
+    InvalidMessage,
+    InvalidSessionId,
+    MessageNotFound,
+    SessionExists,
+)
 from .._messages import Message
 from ..stores import RedisStore
 from ._chat import print_history
@@ -17,6 +25,7 @@ from ._common import (
     EXIT_EXISTS,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_STORE,
     EXIT_USAGE,
     Fail,
     describe,
@@ -26,7 +35,9 @@ from ._common import (
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["delete", "export", "history", "import_", "sessions", "stats"]
+    from .._info import ConversationInfo
+
+__all__ = ["conversations", "delete", "export", "fork", "history", "import_", "sessions", "stats"]
 
 
 async def history(args: argparse.Namespace) -> int:
@@ -113,6 +124,89 @@ async def sessions(args: argparse.Namespace) -> int:
                     sys.stdout.write(line + "\n")
     if args.json:
         sys.stdout.write(json.dumps(sorted(found), ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: repr() for an id or title with a line break or a tab."""
+    return text if text.isprintable() else repr(text)
+
+
+def _info_json(info: ConversationInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "owner": info.owner,
+        "title": info.title,
+        "created_at": info.created_at.isoformat(),
+        "updated_at": info.updated_at.isoformat(),
+        "message_count": info.message_count,
+        "metadata": dict(info.metadata),
+        "forked_from": info.forked_from,
+    }
+
+
+async def conversations(args: argparse.Namespace) -> int:
+    """Every conversation of an owner, newest first: the listing followed to its end.
+
+    Text lines are written as each page arrives, so a long listing starts at once.
+    """
+    try:
+        owner = check_session_id(args.owner)
+    except InvalidSessionId as exc:
+        raise Fail(EXIT_USAGE, f"invalid owner: {exc}") from None
+    out = sys.stdout
+    found: list[ConversationInfo] = []
+    async with open_store(args, persistent=True) as store:
+        cursor: str | None = None
+        while True:
+            try:
+                page = await store.conversations(owner, limit=args.limit, cursor=cursor)
+            except InvalidCursor:  # the listing's snapshot expired between two pages
+                raise Fail(
+                    EXIT_STORE,
+                    f"the listing of {owner!r} expired while it was read ({describe(store)}): "
+                    "run the command again",
+                ) from None
+            for info in page.items:
+                if args.json:
+                    found.append(info)
+                else:
+                    title = "-" if info.title is None else _shown(info.title)
+                    when = info.updated_at.isoformat(timespec="milliseconds")
+                    out.write(f"{_shown(info.id)}  {when}  {info.message_count}  {title}\n")
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    if args.json:
+        out.write(json.dumps([_info_json(i) for i in found], ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+async def fork(args: argparse.Namespace) -> int:
+    """Copy a conversation, up to a message, into a new id (one atomic write)."""
+    source_id, new_id = check_session_id(args.source), check_session_id(args.new)
+    if source_id == new_id:
+        raise Fail(EXIT_USAGE, "a fork needs a NEW id, not its SOURCE's")
+    async with open_store(args, persistent=True) as store:
+        where = describe(store)
+        try:
+            info = await store.fork(
+                source_id, new_id, upto=args.upto, title=args.title, replace=args.replace
+            )
+        except ConversationNotFound:
+            raise Fail(EXIT_NOT_FOUND, f"no conversation {source_id!r} ({where})") from None
+        except MessageNotFound:
+            raise Fail(
+                EXIT_NOT_FOUND,
+                f"conversation {source_id!r} keeps no message {args.upto!r} ({where})",
+            ) from None
+        except ConversationExists:
+            raise Fail(
+                EXIT_EXISTS,
+                f"conversation {new_id!r} already exists ({where}): not overwritten; "
+                "pass --replace to overwrite it",
+            ) from None
+    sys.stdout.write(f"forked {source_id!r} into {new_id!r} ({info.message_count} messages)\n")
     return EXIT_OK
 
 

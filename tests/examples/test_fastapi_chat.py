@@ -8,6 +8,7 @@ on the in-memory store and on a real Redis server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -155,9 +156,16 @@ async def events_of(response: httpx.Response) -> AsyncIterator[tuple[str, dict[s
             yield event, json.loads(line[6:])
 
 
-async def turn(client: httpx.AsyncClient, url: str, content: str) -> list[tuple[str, Any]]:
+def as_user(user: str | None) -> dict[str, str]:
+    """The request headers that say who is asking (none: an anonymous request)."""
+    return {} if user is None else {"X-User": user}
+
+
+async def turn(
+    client: httpx.AsyncClient, url: str, content: str, *, user: str | None = None
+) -> list[tuple[str, Any]]:
     """POST one message and collect every event of the reply."""
-    async with client.stream("POST", url, json={"content": content}) as r:
+    async with client.stream("POST", url, json={"content": content}, headers=as_user(user)) as r:
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"].startswith("text/event-stream")
         return [e async for e in events_of(r)]
@@ -174,8 +182,10 @@ def reply_of(events: list[tuple[str, Any]]) -> str:
     return content
 
 
-async def history(client: httpx.AsyncClient, base: str, session_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"{base}/sessions/{session_id}")
+async def history(
+    client: httpx.AsyncClient, base: str, session_id: str, *, user: str | None = None
+) -> list[dict[str, Any]]:
+    r = await client.get(f"{base}/sessions/{session_id}", headers=as_user(user))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["session_id"] == session_id
@@ -674,3 +684,290 @@ async def test_history_pages_back_by_message_id(
     for bad in ("0", "-1", "x", "5000"):
         r = await client.get(f"{srv.url}/sessions/pager", params={"limit": bad})
         assert r.status_code == 400 and r.json()["error"] == "invalid_limit", bad
+
+
+# -- conversations per user: listing, renaming, regenerating, forking, isolation ----------
+
+INFO_FIELDS = {
+    "id",
+    "owner",
+    "title",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "metadata",
+    "forked_from",
+}
+
+
+def check_info(info: dict[str, Any], **expected: Any) -> None:
+    """Every field is there, the times are aware ISO 8601, and ``expected`` matches."""
+    assert set(info) == INFO_FIELDS, info
+    created = datetime.fromisoformat(info["created_at"])
+    updated = datetime.fromisoformat(info["updated_at"])
+    assert created.utcoffset() is not None and created <= updated
+    assert {k: info[k] for k in expected} == expected
+
+
+def numbered() -> ScriptedProvider:
+    """Like ``scripted()``, plus the call's number: a question answered again reads apart."""
+    count = itertools.count(1)
+    return ScriptedProvider([lambda ms: f"{_reply(ms)} #{next(count)}"] * 1000)
+
+
+async def listing(client: httpx.AsyncClient, base: str, user: str, **params: Any) -> dict[str, Any]:
+    r = await client.get(f"{base}/users/{user}/conversations", params=params, headers=as_user(user))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert set(body) == {"items", "next_cursor"}
+    return body
+
+
+async def regenerate(
+    client: httpx.AsyncClient, base: str, session_id: str, *, user: str | None = None
+) -> list[tuple[str, Any]]:
+    url = f"{base}/sessions/{session_id}/regenerate"
+    async with client.stream("POST", url, headers=as_user(user)) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return [e async for e in events_of(r)]
+
+
+async def test_conversations_are_listed_newest_first_page_by_page(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    for session_id in ("c0", "c1", "c2", "c0"):  # c0 again: the newest activity
+        await turn(client, f"{srv.url}/sessions/{session_id}/messages", "hi", user="ada")
+        await asyncio.sleep(0.003)  # times are in ms: each turn gets its own
+    await turn(client, f"{srv.url}/sessions/anon/messages", "hi")  # no owner: not listed
+    await turn(client, f"{srv.url}/sessions/b0/messages", "hi", user="bob")
+
+    whole = await listing(client, srv.url, "ada")
+    assert [i["id"] for i in whole["items"]] == ["c0", "c2", "c1"]
+    assert whole["next_cursor"] is None
+    check_info(whole["items"][0], id="c0", owner="ada", title=None, message_count=4)
+    check_info(whole["items"][1], message_count=2, metadata={}, forked_from=None)
+    first = await listing(client, srv.url, "ada", limit=2)
+    assert first["items"] == whole["items"][:2]
+    assert isinstance(first["next_cursor"], str)
+    rest = await listing(client, srv.url, "ada", limit=2, cursor=first["next_cursor"])
+    assert rest == {"items": whole["items"][2:], "next_cursor": None}
+    assert [i["id"] for i in (await listing(client, srv.url, "bob"))["items"]] == ["b0"]
+    assert await listing(client, srv.url, "nobody") == {"items": [], "next_cursor": None}
+
+
+async def test_rename_and_metadata(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    await turn(client, f"{srv.url}/sessions/r/messages", "hi", user="ada")
+    url, ada = f"{srv.url}/sessions/r", as_user("ada")
+    r = await client.patch(url, json={"title": "Trip ✈", "metadata": {"pinned": True}}, headers=ada)
+    assert r.status_code == 200, r.text
+    check_info(r.json(), id="r", title="Trip ✈", metadata={"pinned": True}, message_count=2)
+    # Metadata merges, and a key set to null is removed; an absent title is unchanged.
+    r = await client.patch(url, json={"metadata": {"pinned": None, "tag": "x"}}, headers=ada)
+    check_info(r.json(), title="Trip ✈", metadata={"tag": "x"})
+    (listed,) = (await listing(client, srv.url, "ada"))["items"]
+    assert listed == r.json()
+    r = await client.patch(url, json={"title": None}, headers=ada)  # null removes the title
+    check_info(r.json(), title=None, metadata={"tag": "x"})
+    assert (await client.patch(url, json={}, headers=ada)).json() == r.json()  # no change
+    assert len(await history(client, srv.url, "r", user="ada")) == 2  # messages untouched
+    r = await client.patch(f"{srv.url}/sessions/none", json={"title": "t"}, headers=ada)
+    assert_error(r, 404, "not_found", "'none'")
+    assert (await client.get(f"{srv.url}/sessions/none")).json()["messages"] == []  # not created
+
+
+async def test_regenerate_replaces_the_last_reply(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store, numbered)
+    for question in ("q0", "q1"):
+        await turn(client, f"{srv.url}/sessions/g/messages", question, user="ada")
+    before = (await client.get(f"{srv.url}/sessions/g")).json()["messages"]
+    events = await regenerate(client, srv.url, "g", user="ada")
+    # The same question with the same history before it: only the call number differs.
+    assert reply_of(events) == "re[q1] after 2 #3"
+    after = (await client.get(f"{srv.url}/sessions/g")).json()["messages"]
+    assert after[:3] == before[:3]
+    assert [(m["role"], m["content"]) for m in after[3:]] == [("assistant", "re[q1] after 2 #3")]
+    assert after[3]["id"] != before[3]["id"]  # a new message, not the old one edited
+    # Anonymous works too (as for messages); the window sent ended with q1.
+    assert reply_of(await regenerate(client, srv.url, "g")) == "re[q1] after 2 #4"
+    assert len(await history(client, srv.url, "g")) == 4
+    # Nothing to answer again: a session without a user message (here: none at all).
+    r = await client.post(f"{srv.url}/sessions/empty/regenerate", headers=as_user("ada"))
+    assert_error(r, 409, "nothing_to_regenerate", "no user message")
+    assert await history(client, srv.url, "empty") == []
+
+
+async def test_fork_copies_up_to_a_message(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    for question in ("q0", "q1"):
+        await turn(client, f"{srv.url}/sessions/src/messages", question, user="ada")
+    source = await history(client, srv.url, "src", user="ada")
+    ada, url = as_user("ada"), f"{srv.url}/sessions/src/fork"
+    r = await client.post(url, json={"new_id": "branch", "upto": "1", "title": "B"}, headers=ada)
+    assert r.status_code == 201, r.text
+    check_info(r.json(), id="branch", owner="ada", title="B", message_count=2, forked_from="src")
+    assert await history(client, srv.url, "branch", user="ada") == source[:2]
+    # The branch goes on from there; the source is unchanged.
+    events = await turn(client, f"{srv.url}/sessions/branch/messages", "other", user="ada")
+    assert reply_of(events) == "re[other] after 2"
+    assert await history(client, srv.url, "src", user="ada") == source
+    r = await client.post(url, json={"new_id": "whole"})  # anonymous, the whole conversation
+    assert r.status_code == 201, r.text
+    check_info(r.json(), owner="ada", title=None, message_count=4, forked_from="src")
+    listed = [i["id"] for i in (await listing(client, srv.url, "ada"))["items"]]
+    assert sorted(listed) == ["branch", "src", "whole"]
+
+    r = await client.post(url, json={"new_id": "branch"}, headers=ada)
+    assert_error(r, 409, "conversation_exists", "'branch'")
+    assert len(await history(client, srv.url, "branch", user="ada")) == 4  # not overwritten
+    r = await client.post(url, json={"new_id": "n", "upto": "99"}, headers=ada)
+    assert_error(r, 404, "message_not_found", "'99'")
+    r = await client.post(f"{srv.url}/sessions/nope/fork", json={"new_id": "n"}, headers=ada)
+    assert_error(r, 404, "not_found", "'nope'")
+    assert await history(client, srv.url, "n") == []
+
+
+async def test_a_user_sees_nothing_of_another_users_conversation(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    await turn(client, f"{srv.url}/sessions/secret/messages", "my PIN is 1234", user="ada")
+    mine = await history(client, srv.url, "secret", user="ada")
+    calls = len(srv.chats.provider.calls)  # type: ignore[union-attr]
+    bob = as_user("bob")
+
+    async def look(session_id: str) -> list[httpx.Response]:
+        """What bob can try without creating anything."""
+        base = f"{srv.url}/sessions/{session_id}"
+        return [
+            await client.get(base, headers=bob),
+            await client.patch(base, json={"title": "mine now"}, headers=bob),
+            await client.post(f"{base}/fork", json={"new_id": "stolen"}, headers=bob),
+        ]
+
+    base = f"{srv.url}/sessions/secret"
+    tries = [
+        *await look("secret"),
+        await client.post(f"{base}/messages", json={"content": "tell me"}, headers=bob),
+        await client.post(f"{base}/regenerate", headers=bob),
+        await client.delete(base, headers=bob),
+    ]
+    for r in tries:
+        assert_error(r, 404, "not_found")
+        # Nothing says whose it is, or that it exists at all.
+        assert "ada" not in r.text and "1234" not in r.text and "owner" not in r.text
+        assert r.json()["message"] == "no conversation 'secret'"
+    # Reading, renaming and forking answer just as for an id nobody uses.
+    for r, unknown in zip(await look("secret"), await look("unused"), strict=True):
+        assert (unknown.status_code, unknown.json()) == (
+            r.status_code,
+            {**r.json(), "message": "no conversation 'unused'"},
+        )
+    r = await client.get(f"{srv.url}/users/ada/conversations", headers=bob)
+    assert_error(r, 404, "not_found")
+    assert "secret" not in r.text
+    assert (await listing(client, srv.url, "bob"))["items"] == []
+
+    assert len(srv.chats.provider.calls) == calls  # type: ignore[union-attr]  # no window sent
+    assert await history(client, srv.url, "secret", user="ada") == mine
+    (info,) = (await listing(client, srv.url, "ada"))["items"]
+    check_info(info, id="secret", title=None, message_count=2)
+    assert await history(client, srv.url, "stolen") == []
+
+
+async def test_requests_without_a_user_and_claiming_an_unowned_conversation(
+    serve: Callable[..., Served], client: httpx.AsyncClient
+) -> None:
+    srv = serve()
+    await turn(client, f"{srv.url}/sessions/open/messages", "hi")  # anonymous: no owner
+    assert len(await history(client, srv.url, "open")) == 2  # read anonymously, as before
+    r = await client.get(f"{srv.url}/sessions/open", headers=as_user("ada"))
+    assert_error(r, 404, "not_found")  # not ada's (yet)
+    await turn(client, f"{srv.url}/sessions/open/messages", "mine", user="ada")  # claimed
+    assert len(await history(client, srv.url, "open", user="ada")) == 4
+    assert [i["id"] for i in (await listing(client, srv.url, "ada"))["items"]] == ["open"]
+    r = await client.post(
+        f"{srv.url}/sessions/open/messages", json={"content": "x"}, headers=as_user("bob")
+    )
+    assert_error(r, 404, "not_found")
+    r = await client.delete(f"{srv.url}/sessions/open", headers=as_user("ada"))
+    assert r.json() == {"session_id": "open", "deleted": True}
+
+
+async def test_bad_conversation_requests_are_4xx_never_500(
+    serve: Callable[..., Served], make_store: Callable[[], Store], client: httpx.AsyncClient
+) -> None:
+    srv = serve(make_store)
+    await turn(client, f"{srv.url}/sessions/c/messages", "hi", user="ada")
+    ada = as_user("ada")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        # (method, path, request arguments, status, code)
+        ("GET", "/users/ada/conversations", {}, 401, "no_user"),
+        ("PATCH", "/sessions/c", {"json": {"title": "t"}}, 401, "no_user"),
+        ("GET", "/users/ada/conversations", {"params": {"limit": "0"}}, 400, "invalid_limit"),
+        ("GET", "/users/ada/conversations", {"params": {"limit": "x"}}, 400, "invalid_limit"),
+        ("GET", "/users/ada/conversations", {"params": {"limit": "1001"}}, 400, "invalid_limit"),
+        ("GET", "/users/ada/conversations", {"params": {"cursor": "x"}}, 400, "invalid_cursor"),
+        ("GET", "/users/ada/conversations", {"params": {"cursor": ""}}, 400, "invalid_cursor"),
+        (
+            "GET",
+            "/users/ada/conversations",
+            {"params": {"cursor": "0123456789abcdef.1"}},  # a cursor's shape, but not one
+            400,
+            "invalid_cursor",
+        ),
+        ("PATCH", "/sessions/c", {"content": b"{"}, 400, "invalid_json"),
+        ("PATCH", "/sessions/c", {"content": b""}, 400, "invalid_json"),
+        ("PATCH", "/sessions/c", {"content": deep}, 400, "invalid_json"),
+        ("PATCH", "/sessions/c", {"json": []}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"titel": "t"}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"title": 5}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"title": "  "}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"title": "a\0b"}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"content": b'{"title": "\\ud800"}'}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"metadata": [1]}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"json": {"metadata": {"": 1}}}, 422, "invalid_body"),
+        ("PATCH", "/sessions/c", {"content": b'{"metadata": {"n": NaN}}'}, 422, "invalid_message"),
+        ("PATCH", "/sessions/c%0A", {"json": {}}, 400, "invalid_session_id"),
+        ("POST", "/sessions/c/fork", {"json": {}}, 422, "invalid_body"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": 5}}, 422, "invalid_body"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "c"}}, 422, "invalid_body"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "n", "upto": ""}}, 422, "invalid_body"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "n", "title": 1}}, 422, "invalid_body"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "a\nb"}}, 400, "invalid_session_id"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "a/b"}}, 400, "invalid_session_id"),
+        ("POST", "/sessions/c/fork", {"json": {"new_id": "x" * 4097}}, 400, "invalid_session_id"),
+        ("POST", "/sessions/c/fork", {"content": b"[]"}, 422, "invalid_body"),
+    ]
+    for method, path, kwargs, status, code in cases:
+        headers = {} if status == 401 else ada
+        r = await client.request(method, srv.url + path, headers=headers, **kwargs)
+        assert_error(r, status, code)
+    # A bad X-User is refused wherever it is read, before anything else.
+    bad_users: list[bytes] = [b"", b"a\tb", b"\xc2\x85", b"\xff", b"x" * 4097]
+    for raw in bad_users:
+        for method, path in [
+            ("GET", "/users/ada/conversations"),
+            ("GET", "/sessions/c"),
+            ("POST", "/sessions/c/messages"),
+            ("POST", "/sessions/c/regenerate"),
+            ("PATCH", "/sessions/c"),
+            ("DELETE", "/sessions/c"),
+        ]:
+            r = await client.request(
+                method, srv.url + path, json={"content": "hi"}, headers={b"X-User": raw}
+            )
+            assert_error(r, 400, "invalid_user", "X-User")
+    r = await client.get(f"{srv.url}/sessions/c", headers=[("X-User", "ada"), ("X-User", "bob")])
+    assert_error(r, 400, "invalid_user", "one X-User")
+    assert len(await history(client, srv.url, "c", user="ada")) == 2  # nothing changed
+    assert (await listing(client, srv.url, "ada"))["items"][0]["title"] is None
