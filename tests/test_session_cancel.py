@@ -80,7 +80,7 @@ async def test_cancel_while_waiting_for_the_lock(store: RedisStore, truth: Redis
     release.set()
     await h
     assert await contents(truth, "s") == ["q0", "a0", "holder"]
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     await next_turn_works(store, ["q0", "a0", "holder"])
 
 
@@ -98,9 +98,9 @@ async def test_cancel_while_loading(
     await wait_until(lambda: proxy.count(LOAD) > loads)  # the LRANGE is on the wire
     await cancelled(task)
     assert len(store.locks) == 0
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     await asyncio.sleep(0.6)  # the delayed reply has arrived by now: still nobody's
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     proxy.heal()
     assert await contents(truth, "s") == ["q0", "a0"]
     await next_turn_works(store, ["q0", "a0"])
@@ -120,7 +120,7 @@ async def test_cancel_while_streaming(store: RedisStore, truth: RedisStore) -> N
     await cancelled(task)
     assert 3 <= len(pieces) < 200
     assert await contents(truth, "s") == ["q0", "a0"]
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     await next_turn_works(store, ["q0", "a0"])
 
 
@@ -152,7 +152,7 @@ async def test_cancel_during_the_commit_settles_it_then_reraises(
     decided = await contents(truth, "s")
     assert decided in (["q0", "a0"], ["q0", "a0", "q1", "a1"])
     assert len(store.locks) == 0
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     # ...for good: the copy still held in the network, once it lands, changes nothing.
     await wait_until(lambda: any(b"q1" in c for c in proxy.forwarded))
     await asyncio.sleep(0.3)  # ample for a loopback Redis to run it
@@ -185,7 +185,7 @@ async def test_cancel_during_a_commit_slower_than_the_grace_is_bounded(
     assert time.monotonic() - started < 0.9  # bounded by commit_grace, not by the network
     assert "outcome unknown" in caplog.text
     assert len(store.locks) == 0
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
     # The held commit reaches Redis after all: the turn is there whole or not at all,
     # and never twice.
     await wait_until(lambda: any(b"q1" in c for c in proxy.forwarded))
@@ -266,6 +266,6 @@ async def test_cancelled_loads_never_return_another_sessions_history(
             for sid in ids:
                 await load(sid)
         assert wrong == []
-        await assert_pool_clean(client)
+        await assert_pool_clean(store)
     finally:
         await client.aclose()

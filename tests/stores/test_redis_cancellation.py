@@ -72,7 +72,7 @@ async def test_a_cancelled_turn_never_runs_on(store: RedisStore) -> None:
     assert lost == 0, f"{lost} of {lost + honoured} cancellations were swallowed"
     assert honoured > TRIALS // 2
     assert len(store.locks) == 0
-    await assert_pool_clean(store.client)
+    await assert_pool_clean(store)
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")

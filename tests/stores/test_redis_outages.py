@@ -47,7 +47,7 @@ async def test_refused_connection_is_store_unavailable_quickly(
         async with Session(store, "s") as s:
             s.add(u("after"))
         assert await contents(truth, "s") == ["before", "after"]
-        await assert_pool_clean(store.client)
+        await assert_pool_clean(store)
 
 
 async def test_blackholed_redis_is_store_unavailable_within_the_timeouts(
@@ -101,7 +101,7 @@ async def test_same_store_recovers_after_a_redis_restart(
             assert s.history == ()
             s.add(u("three"))
         assert await contents(store, "s") == ["three"]
-        await assert_pool_clean(store.client)
+        await assert_pool_clean(store)
 
 
 async def test_aof_always_keeps_every_acknowledged_turn_across_kill_9(

@@ -263,4 +263,4 @@ async def test_a_wrapper_keeps_exactly_once_when_a_cancellation_lands_mid_commit
         await asyncio.sleep(0.3)  # the held copy has landed: it changed nothing
         assert await contents(truth, "s") == decided
         assert len(inner.locks) == 0
-        await assert_pool_clean(inner.client)
+        await assert_pool_clean(inner)

@@ -191,7 +191,7 @@ class Committer:
         last: BaseException | None = None
         for attempt in range(link.retries + 1):
             try:
-                reply = commit_reply(await COMMIT(link.client, keys, args))
+                reply = commit_reply(await COMMIT(link, keys, args))
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:

@@ -75,7 +75,7 @@ class Loader:
         with mapped_errors(session_id, f"loading session {session_id!r}"):
             raw: list[bytes] = []
             if number is not None:
-                reply = await PAGE(self._link.client, (h, meta), (number, limit or 0))
+                reply = await PAGE(self._link, (h, meta), (number, limit or 0))
                 raw = entries("the page script", reply)
             found = decode_window(session_id, raw, None, self.max_bytes)
             if found and all(m.id is not None for m in found) and found[-1].id == before:
@@ -95,7 +95,7 @@ class Loader:
         known, length = (entry.version, entry.length) if entry is not None else ("", -1)
         start = -limit if limit else 0
         with mapped_errors(session_id, f"loading session {session_id!r}"):
-            reply = await LOAD_IF_CHANGED(self._link.client, keys, (known, start, length))
+            reply = await LOAD_IF_CHANGED(self._link, keys, (known, start, length))
             version, stored, raw = load_if_changed_reply(reply)
             if raw is None and entry is None:  # "current" for a window we do not have
                 raise BadReply("the cached load", reply)

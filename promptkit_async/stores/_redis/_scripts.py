@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
+from ._link import Link
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -563,11 +565,13 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source).hexdigest()
 
-    async def __call__(self, client: Any, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+    async def __call__(self, target: Any, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """Run on ``target``: a client, or a store's Link (the hot path's own lane)."""
+        send = target.call if isinstance(target, Link) else target.execute_command
         try:
-            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
-            return await client.execute_command("EVAL", self.source, len(keys), *keys, *args)
+            return await send("EVAL", self.source, len(keys), *keys, *args)
 
 
 COMMIT = Script(_COMMIT)

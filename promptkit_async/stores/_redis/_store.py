@@ -268,6 +268,7 @@ class RedisStore(BaseStore):
             return
         self._closed = True
         self._cache.clear()
+        await self._link.release()
         if self._owns_client:
             await self._link.client.aclose()
 
