@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio as aioredis
 
-from promptkit_async import MemoryStore, Message, RedisStore, Session
+from promptkit_async import MemoryStore, Message, RedisStore, Session, SQLiteStore
 
 from ._common import TTL, floor_record
 
@@ -36,6 +36,7 @@ __all__ = [
     "FloorContestant",
     "MemoryContestant",
     "OursContestant",
+    "SQLiteContestant",
     "load_peer",
 ]
 
@@ -181,6 +182,23 @@ class MemoryContestant(OursContestant):
             await self.store.delete(sid)
             if seed:
                 await self.store.append(sid, seed, max_messages=None)
+
+
+class SQLiteContestant(OursContestant):
+    """promptkit_async on SQLiteStore: the same turn on a file (its own worker thread)."""
+
+    def __init__(self, store: SQLiteStore, window: int, *, name: str | None = None) -> None:
+        self.store = store  # type: ignore[assignment]
+        self.window = window
+        self.name = name or "promptkit_async (SQLiteStore)"
+
+    async def reseed(self, session_ids: Sequence[str], seed: Sequence[Message]) -> None:
+        """One restore per session: the history replaced in one transaction."""
+        for sid in session_ids:
+            await self.store.restore(sid, seed, replace=True)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
 
 
 # -- peers ----------------------------------------------------------------------------

@@ -143,6 +143,11 @@ def table(results: dict[str, Any]) -> str:
                 "ratios come from it (promptkit_async there: "
                 f"{ours['p50_us']:.0f} µs p50, x{ours['ratio_to_floor_p50']:.2f} floor)"
             )
+        for name, s in (turns.get("latency_sqlite") or {}).items():
+            parts.append(
+                f"  {name}, a file in a temp dir: {_fmt(s.get('p50_us'))} µs p50, "
+                f"{_fmt(s.get('p99_us'))} µs p99 (its own interleaved set)"
+            )
         for name, reason in {
             **turns.get("peers_missing", {}),
             **turns.get("peers_not_runnable", {}),

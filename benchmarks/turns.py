@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio.connection as rconn
 
-from promptkit_async import MemoryStore, Message, RedisStore
+from promptkit_async import MemoryStore, Message, RedisStore, SQLiteStore
 
 from ._common import Context, history, text
 from ._contestants import (
@@ -25,6 +27,7 @@ from ._contestants import (
     FloorContestant,
     MemoryContestant,
     OursContestant,
+    SQLiteContestant,
     load_peer,
 )
 from ._harness import Variant, paired_ratio, run_interleaved, summarize
@@ -37,7 +40,7 @@ __all__ = ["contestants", "run", "steps"]
 
 def steps(ctx: Context) -> int:
     p = ctx.params
-    return 4 * p.warmup + 2 * p.turn_rounds + p.memory_rounds + p.turn_rounds // 3
+    return 5 * p.warmup + 3 * p.turn_rounds + p.memory_rounds + p.turn_rounds // 3
 
 
 def contestants(
@@ -192,6 +195,31 @@ async def _near_cache(
     return out
 
 
+async def _sqlite(ctx: Context, seed: list[Message], user: Message, reply: Message) -> Any:
+    """The turn on SQLiteStore files in a temporary directory, both durability settings
+    interleaved: ``FULL`` (each commit on disk before it returns) and ``NORMAL``."""
+    p = ctx.params
+    with tempfile.TemporaryDirectory(prefix="pkbench-sqlite-") as tmp:
+        found = [
+            SQLiteContestant(SQLiteStore(str(Path(tmp) / "full.db")), p.window),
+            SQLiteContestant(
+                SQLiteStore(str(Path(tmp) / "normal.db"), synchronous="NORMAL"),
+                p.window,
+                name="promptkit_async (SQLiteStore, synchronous=NORMAL)",
+            ),
+        ]
+        variants = [_variant(c, f"sqlite-{i}", seed, user, reply) for i, c in enumerate(found)]
+        ctx.progress.section("latency: SQLiteStore turn (a file in a temp dir)", p.turn_rounds)
+        try:
+            await run_interleaved(
+                variants, rounds=p.turn_rounds, warmup=p.warmup, progress=ctx.progress
+            )
+        finally:
+            for c in found:
+                await c.aclose()
+    return {v.name: summarize(v.samples) for v in variants}
+
+
 async def run(ctx: Context) -> dict[str, Any]:
     p = ctx.params
     seed, user, reply = turn_messages(ctx)
@@ -231,6 +259,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         if name not in results:
             results[name] = entry
     results[mem_variant.name] = summarize(mem_variant.samples)
+    sqlite = await _sqlite(ctx, seed, user, reply)
 
     trips: dict[str, Any] = {}
     for c in found:
@@ -247,6 +276,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         ),
         "latency": results,
         "latency_with_peers": mixed,
+        "latency_sqlite": sqlite,
         "round_trips": trips,
         "peers_missing": missing,
         "peers_not_runnable": NOT_RUNNABLE,

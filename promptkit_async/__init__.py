@@ -15,6 +15,7 @@ from ._env import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
 from ._env import ProviderName as ProviderName
 from ._env import provider_from_env as provider_from_env
 from ._env import store_from_env as store_from_env
+from ._env import store_from_url as store_from_url
 from ._exceptions import CommitOutcomeUnknown as CommitOutcomeUnknown
 from ._exceptions import ConversationExists as ConversationExists
 from ._exceptions import ConversationNotFound as ConversationNotFound
@@ -89,6 +90,7 @@ from .stores import BaseStore as BaseStore
 from .stores import Lease as Lease
 from .stores import MemoryStore as MemoryStore
 from .stores import RedisStore as RedisStore
+from .stores import SQLiteStore as SQLiteStore
 from .stores import Store as Store
 from .stores import SupportsHistory as SupportsHistory
 from .stores import SupportsLeases as SupportsLeases
@@ -156,6 +158,7 @@ __all__ = [
     "Role",
     "RunOutcome",
     "RunStop",
+    "SQLiteStore",
     "ScriptedCall",
     "ScriptedProvider",
     "ScriptedReply",
@@ -191,6 +194,7 @@ __all__ = [
     "estimate_tokens",
     "provider_from_env",
     "store_from_env",
+    "store_from_url",
     "tool",
     "trim",
 ]

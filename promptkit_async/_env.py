@@ -2,8 +2,9 @@
 
 Web apps, bots and the command line all configure themselves the same way:
 
-- ``REDIS_URL`` (and ``PROMPTKIT_PREFIX`` for the key prefix): a RedisStore;
-  unset, a MemoryStore.
+- ``PROMPTKIT_STORE``, a store URL (see :func:`store_from_url`): an
+  SQLiteStore or a RedisStore; else ``REDIS_URL``: a RedisStore
+  (``PROMPTKIT_PREFIX``: the Redis key prefix); neither set, a MemoryStore.
 - ``OPENAI_API_KEY`` and/or ``OPENAI_BASE_URL`` (any OpenAI-compatible server):
   an OpenAIProvider; else ``ANTHROPIC_API_KEY`` (``ANTHROPIC_BASE_URL``): an
   AnthropicProvider; else ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``: a
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from .providers import (
     AnthropicProvider,
@@ -27,7 +29,7 @@ from .providers import (
     ScriptedProvider,
 )
 from .providers._ollama import DEFAULT_OLLAMA_BASE_URL
-from .stores import MemoryStore, RedisStore
+from .stores import MemoryStore, RedisStore, SQLiteStore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -43,6 +45,7 @@ __all__ = [
     "detect_provider",
     "provider_from_env",
     "store_from_env",
+    "store_from_url",
 ]
 
 logger = logging.getLogger("promptkit_async")
@@ -132,14 +135,71 @@ def provider_from_env(
     raise ValueError(f"unknown provider {name!r}: expected {_NAMES}")
 
 
-def store_from_env(environ: Mapping[str, str] | None = None) -> MemoryStore | RedisStore:
-    """A RedisStore from ``REDIS_URL`` (prefix ``PROMPTKIT_PREFIX``), else a MemoryStore.
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:`` URL in SQLAlchemy's spelling (None: not one).
+
+    ``sqlite:///chat.db`` is relative to the working directory,
+    ``sqlite:////var/lib/app/chat.db`` absolute; the path is percent-decoded.
+    """
+    if not url.lower().startswith("sqlite:"):
+        return None
+    rest = url[len("sqlite:") :]
+    if not rest.startswith("///") or len(rest) == 3 or "?" in rest or "#" in rest:
+        raise ValueError(
+            f"bad SQLite URL {url!r}: expected sqlite:///relative/file.db or "
+            "sqlite:////absolute/file.db (no in-memory database, no query options)"
+        )
+    return unquote(rest[3:])
+
+
+def store_from_url(url: str, **options: Any) -> RedisStore | SQLiteStore:
+    """The store a URL names, built with ``options`` (keywords of that store).
+
+    ``sqlite:///relative/file.db`` and ``sqlite:////absolute/file.db``: an
+    :class:`SQLiteStore` on that file. ``redis://``, ``rediss://``,
+    ``unix://``, ``redis+cluster://`` and ``rediss+cluster://`` URLs:
+    :meth:`RedisStore.from_url`.
 
     Raises:
-        ValueError: ``REDIS_URL`` is not a Redis URL.
+        ValueError: not a store URL, or a bad one.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    path = _sqlite_path(url)
+    if path is not None:
+        return SQLiteStore(path, **options)
+    if not url.startswith(_REDIS_SCHEMES):
+        # Only the scheme is shown: the rest of a URL may hold a password.
+        scheme = repr(url.partition("://")[0]) if "://" in url else "none"
+        raise ValueError(
+            f"not a store URL (scheme {scheme}): expected sqlite:///relative/file.db, "
+            "sqlite:////absolute/file.db, or a Redis URL (redis://, rediss://, unix://, "
+            "redis+cluster://)"
+        )
+    return RedisStore.from_url(url, **options)
+
+
+def store_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> MemoryStore | RedisStore | SQLiteStore:
+    """The store ``PROMPTKIT_STORE`` names (a store URL, see :func:`store_from_url`),
+    else a RedisStore from ``REDIS_URL``, else a MemoryStore. A Redis store's key
+    prefix is ``PROMPTKIT_PREFIX`` (default ``promptkit``).
+
+    Raises:
+        ValueError: ``PROMPTKIT_STORE`` is not a store URL, or ``REDIS_URL`` not a Redis URL.
     """
     env = os.environ if environ is None else environ
+    prefix = env.get("PROMPTKIT_PREFIX") or "promptkit"
+    url = env.get("PROMPTKIT_STORE")
+    if url:
+        if _sqlite_path(url) is not None:
+            return store_from_url(url)
+        return store_from_url(url, prefix=prefix)
     url = env.get("REDIS_URL")
     if url:
-        return RedisStore.from_url(url, prefix=env.get("PROMPTKIT_PREFIX") or "promptkit")
+        return RedisStore.from_url(url, prefix=prefix)
     return MemoryStore()

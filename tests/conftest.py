@@ -32,7 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from promptkit_async import RedisStore
 
-from .backends import Backend, MemoryBackend, RedisBackend
+from .backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 from .faults import FaultProxy
 
 if TYPE_CHECKING:
@@ -232,6 +232,11 @@ async def _backend(
         async with mem.store:
             yield mem
         return
+    if kind == "sqlite":
+        lite = SQLiteBackend(request.getfixturevalue("tmp_path") / "store.db")
+        async with lite.store:
+            yield lite
+        return
     client: aioredis.Redis | RedisCluster
     url: str | None = None
     if kind == "fakeredis":
@@ -253,9 +258,10 @@ async def _backend(
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster", "sqlite"])
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
-    """The same contract on MemoryStore, fakeredis, a real Redis server and a real Cluster."""
+    """The same contract on MemoryStore, fakeredis, a real Redis server, a real Cluster
+    and an SQLite file."""
     async with _backend(request, request.param, prefix) as b:
         yield b
 

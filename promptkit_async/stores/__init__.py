@@ -1,4 +1,4 @@
-"""Conversation stores: the contract, an in-memory store and a Redis store."""
+"""Conversation stores: the contract, an in-memory store, a Redis store and an SQLite store."""
 
 from .._exports import publish as _publish
 from ._contract import Lease as Lease
@@ -13,12 +13,14 @@ from ._contract import TurnStatus as TurnStatus
 from ._memory import MemoryStore as MemoryStore
 from ._redis import RedisStore as RedisStore
 from ._shared import BaseStore as BaseStore
+from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = [
     "BaseStore",
     "Lease",
     "MemoryStore",
     "RedisStore",
+    "SQLiteStore",
     "Store",
     "SupportsHistory",
     "SupportsLeases",
