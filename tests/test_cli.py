@@ -469,3 +469,19 @@ async def test_fork_of_an_unknown_source_or_message_is_exit_1(
     for result in (same, empty_title):
         assert result.returncode == 2, result.stderr
     assert run("export", "new", *store_args).returncode == 1  # nothing was written
+
+
+def test_chat_on_an_sqlite_file_remembers_across_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"  # sqlite:////abs/path: four slashes
+    first = run("chat", "--session", "ada", "--store", url, stdin="My name is Ada\n")
+    assert first.returncode == 0, first.stderr
+    second = run("chat", "--session", "ada", "--store", url, stdin="What is my name?\n")
+    assert 'Before that you said: "My name is Ada"' in second.stdout
+    history = run("history", "ada", "--store", url)
+    assert history.stdout.splitlines()[0] == "user: My name is Ada"
+    # PROMPTKIT_STORE names it too, and wins over REDIS_URL.
+    env = _clean_env(PROMPTKIT_STORE=url, REDIS_URL="redis://127.0.0.1:1")
+    assert run("sessions", env=env).stdout == "ada\n"
+    exported = run("export", "ada", env=env)
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 4
+    assert run("history", "ada", "--store", "sqlite:///").returncode == 2  # a bad URL

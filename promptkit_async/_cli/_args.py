@@ -12,9 +12,11 @@ __all__ = ["parser"]
 
 _EPILOG = """\
 stores:
-  --store is "memory" (in this process only, so for chat) or a Redis URL:
-  redis://[[user]:password@]host:port/db, rediss://... (TLS), unix:///path/redis.sock,
-  redis+cluster://host:port (a Redis Cluster). It defaults to $REDIS_URL.
+  --store is "memory" (in this process only, so for chat), an SQLite file
+  (sqlite:///relative/chat.db or sqlite:////absolute/chat.db: no server, survives
+  restarts) or a Redis URL: redis://[[user]:password@]host:port/db, rediss://... (TLS),
+  unix:///path/redis.sock, redis+cluster://host:port (a Redis Cluster). It defaults to
+  $PROMPTKIT_STORE, then $REDIS_URL.
   --key-prefix picks the key namespace (default $PROMPTKIT_PREFIX, else "promptkit").
 
 providers (chat):
@@ -87,7 +89,9 @@ def parser() -> argparse.ArgumentParser:
 
     store = _Parser(add_help=False)
     store.add_argument(
-        "--store", metavar="URL", help='"memory" or a Redis URL (default: $REDIS_URL)'
+        "--store",
+        metavar="URL",
+        help='"memory", sqlite:///FILE.db or a Redis URL (default: $PROMPTKIT_STORE, $REDIS_URL)',
     )
     store.add_argument(
         "--key-prefix",

@@ -6,7 +6,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ..stores import MemoryStore, RedisStore
+from .._env import store_from_url
+from ..stores import MemoryStore, RedisStore, SQLiteStore
 
 if TYPE_CHECKING:
     import argparse
@@ -53,20 +54,28 @@ def err(message: str) -> None:
     sys.stderr.flush()
 
 
-def open_store(args: argparse.Namespace, *, persistent: bool) -> MemoryStore | RedisStore:
-    """The store ``--store`` names (a memory store only for commands that can use one)."""
-    url: str | None = args.store or os.environ.get("REDIS_URL") or None
+def open_store(
+    args: argparse.Namespace, *, persistent: bool
+) -> MemoryStore | RedisStore | SQLiteStore:
+    """The store ``--store`` names, else ``$PROMPTKIT_STORE``, else ``$REDIS_URL`` (a memory
+    store only for commands that can use one)."""
+    url: str | None = (
+        args.store or os.environ.get("PROMPTKIT_STORE") or os.environ.get("REDIS_URL") or None
+    )
     if url is None or url == "memory":
         if persistent:
             raise Fail(
                 EXIT_USAGE,
-                f"{args.command} needs a Redis store: pass --store redis://HOST:PORT "
-                "or set REDIS_URL (a memory store is empty in a new process)",
+                f"{args.command} needs a persistent store: pass --store sqlite:///FILE.db or "
+                "--store redis://HOST:PORT, or set PROMPTKIT_STORE or REDIS_URL (a memory "
+                "store is empty in a new process)",
             )
         return MemoryStore()
-    prefix = args.key_prefix or os.environ.get("PROMPTKIT_PREFIX") or "promptkit"
+    options: dict[str, object] = {}
+    if not url.lower().startswith("sqlite:"):
+        options["prefix"] = args.key_prefix or os.environ.get("PROMPTKIT_PREFIX") or "promptkit"
     try:
-        return RedisStore.from_url(url, prefix=prefix)
+        return store_from_url(url, **options)
     except (ValueError, TypeError) as exc:
         raise Fail(EXIT_USAGE, f"bad store URL: {exc}") from None
 
@@ -75,4 +84,6 @@ def describe(store: Store) -> str:
     """How a store is named in messages."""
     if isinstance(store, RedisStore):
         return f"Redis, key prefix {store.prefix!r}"
+    if isinstance(store, SQLiteStore):
+        return f"SQLite file {store.path!r}"
     return "in memory (this process only)"

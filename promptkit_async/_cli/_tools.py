@@ -19,7 +19,6 @@ from .._exceptions import (
     SessionExists,
 )
 from .._messages import Message
-from ..stores import RedisStore
 from ._chat import print_history
 from ._common import (
     EXIT_EXISTS,
@@ -111,7 +110,6 @@ async def delete(args: argparse.Namespace) -> int:
 
 async def sessions(args: argparse.Namespace) -> int:
     async with open_store(args, persistent=True) as store:
-        assert isinstance(store, RedisStore)
         seen: set[str] = set()  # SCAN may return an id twice while the keyspace rehashes
         found: list[str] = []
         async for session_id in store.sessions(args.prefix):

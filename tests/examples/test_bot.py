@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from examples.bot import Bot, Incoming
-from promptkit_async import Conversations, MemoryStore, RedisStore
+from promptkit_async import Conversations, MemoryStore, RedisStore, store_from_env
 from promptkit_async.providers import ScriptedProvider
 
 from ..conftest import wait_until
@@ -37,10 +37,16 @@ def traffic() -> list[Incoming]:
     ]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sqlite"])
 def make_store(request: pytest.FixtureRequest, prefix: str) -> Iterator[Callable[[], Store]]:
     if request.param == "memory":
         yield MemoryStore
+        return
+    if request.param == "sqlite":  # the bot's store as PROMPTKIT_STORE names it
+        path = request.getfixturevalue("tmp_path") / "bot.db"
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("PROMPTKIT_STORE", f"sqlite:///{path}")
+        yield store_from_env
         return
     url: str = request.getfixturevalue("redis_url")
     try:
