@@ -16,21 +16,30 @@ History x window: the sequential turn with ``window`` messages loaded from a
 window, not the stored total.
 
 Retention: the same turn in steady state (no re-seeding) on sessions that keep
-40 and 10,000 messages (``max_stored`` of each store), interleaved: what a turn
-costs on a long conversation, when the window is 20 either way.
+40 and 10,000 messages (``max_stored`` of each store: Redis, memory, an SQLite
+file), interleaved: what a turn costs on a long conversation, when the window
+is 20 either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from promptkit_async import MemoryStore
+from promptkit_async import MemoryStore, SQLiteStore
 
 from ._common import Context, history
-from ._contestants import Contestant, FloorContestant, MemoryContestant, OursContestant
+from ._contestants import (
+    Contestant,
+    FloorContestant,
+    MemoryContestant,
+    OursContestant,
+    SQLiteContestant,
+)
 from ._harness import Variant, run_interleaved, summarize
 from .turns import contestants, turn_messages
 
@@ -158,6 +167,7 @@ async def _retention(ctx: Context) -> dict[str, Any]:
     p = ctx.params
     _, user, reply = turn_messages(ctx)
     found: list[OursContestant] = []
+    tmp = tempfile.TemporaryDirectory(prefix="pkbench-retention-")
     for kept in p.retention:
         ours = OursContestant(
             ctx.store(f"kept{kept}", max_stored=kept), p.window, name=f"{kept} kept"
@@ -168,6 +178,13 @@ async def _retention(ctx: Context) -> dict[str, Any]:
         memory.name = f"{kept} kept (MemoryStore)"
         await memory.reseed(["long"], history(kept, p.message_chars))
         found.append(memory)
+        lite = SQLiteContestant(
+            SQLiteStore(str(Path(tmp.name) / f"kept{kept}.db"), max_stored=kept),
+            p.window,
+            name=f"{kept} kept (SQLiteStore)",
+        )
+        await lite.reseed(["long"], history(kept, p.message_chars))
+        found.append(lite)
     gc.collect()
 
     def variant(c: OursContestant) -> Variant:
@@ -186,6 +203,8 @@ async def _retention(ctx: Context) -> dict[str, Any]:
         out[v.name] = {**summarize(v.samples), "kept": await c.store.count("long")}
     for c in found:
         await c.store.delete("long")
+        await c.aclose()
+    tmp.cleanup()
     return out
 
 
