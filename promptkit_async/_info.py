@@ -41,6 +41,19 @@ class ConversationInfo:
     metadata: Mapping[str, JSONValue] = field(default_factory=dict)
     forked_from: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, times in ISO 8601 (what the CLI and the web example print)."""
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "title": self.title,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "message_count": self.message_count,
+            "metadata": dict(self.metadata),
+            "forked_from": self.forked_from,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationPage:

@@ -130,19 +130,6 @@ def _shown(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _info_json(info: ConversationInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "owner": info.owner,
-        "title": info.title,
-        "created_at": info.created_at.isoformat(),
-        "updated_at": info.updated_at.isoformat(),
-        "message_count": info.message_count,
-        "metadata": dict(info.metadata),
-        "forked_from": info.forked_from,
-    }
-
-
 async def conversations(args: argparse.Namespace) -> int:
     """Every conversation of an owner, newest first: the listing followed to its end.
 
@@ -176,7 +163,7 @@ async def conversations(args: argparse.Namespace) -> int:
                 break
             cursor = page.next_cursor
     if args.json:
-        out.write(json.dumps([_info_json(i) for i in found], ensure_ascii=False) + "\n")
+        out.write(json.dumps([i.to_dict() for i in found], ensure_ascii=False) + "\n")
     return EXIT_OK
 
 
