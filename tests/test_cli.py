@@ -199,9 +199,10 @@ def test_unreachable_redis_is_exit_3() -> None:
 
 def test_bad_store_url_is_exit_2() -> None:
     cases = {
-        "http://localhost:6379": "not a Redis URL",
+        "http://localhost:6379": "not a store URL (scheme 'http')",
         "redis://localhost:port": "Port could not be cast",
-        "localhost:6379": "not a Redis URL",
+        "localhost:6379": "not a store URL",
+        "sqlite://relative.db": "bad SQLite URL",
     }
     results = run_all(*(["history", "x", "--store", url] for url in cases))
     for words, result in zip(cases.values(), results, strict=True):
@@ -218,7 +219,7 @@ def test_usage_errors_are_exit_2(store_args: list[str]) -> None:
         ["frobnicate"],
         ["history"],
     )
-    assert "needs a Redis store" in no_store.stderr
+    assert "needs a persistent store" in no_store.stderr
     assert "invalid session id" in too_long.stderr
     for result in (no_store, memory, too_long, unknown, missing_id):
         assert result.returncode == 2, result.stderr
