@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="the examples extra is not installed")
+pytest.importorskip("fastapi", reason="the examples extra is not installed")
 pytest.importorskip("uvicorn", reason="the examples extra is not installed")
 
 import httpx
