@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 let user = localStorage.getItem("promptkit-user");
 let current = null; // the open conversation's id
 let busy = false;
+let known = new Set(); // the user's conversations, as the sidebar last listed them
 
 function newId() {
   return "c-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 7);
@@ -15,6 +16,9 @@ function newId() {
 function readable(status, body, retryAfter) {
   const said = body && body.message ? body.message : "";
   const wait = retryAfter ? ` Try again in ${retryAfter} s.` : "";
+  const code = body && body.error;
+  // An error event mid-stream has no status of its own: take it from the code.
+  if (status === 200) status = { session_busy: 429, provider_error: 502, store_unavailable: 503 }[code] || 200;
   if (status === 429) return `This conversation is busy with another reply.${wait}`;
   if (status === 503 && body && body.error === "provider_rate_limited")
     return `The model provider is rate limiting us.${wait}`;
@@ -68,6 +72,7 @@ function textOf(content) {
 async function loadSidebar() {
   const r = await api("GET", `/users/${encodeURIComponent(user)}/conversations?limit=100`);
   const page = await r.json();
+  known = new Set(page.items.map((i) => i.id));
   const list = $("conversations");
   list.replaceChildren();
   for (const info of page.items) {
@@ -125,9 +130,14 @@ function markLastAnswer() {
 
 async function loadHistory() {
   const box = $("messages");
-  for (const m of box.querySelectorAll(".msg")) m.remove();
-  const r = await api("GET", `${sid(current)}?limit=${PAGE}`);
-  const { messages } = await r.json();
+  let messages = [];
+  if (known.has(current)) try { // else nothing was sent yet: no request, no 404
+    const r = await api("GET", `${sid(current)}?limit=${PAGE}`);
+    ({ messages } = await r.json());
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e; // 404: nothing sent yet
+  }
+  for (const m of box.querySelectorAll(".msg")) m.remove(); // only now: no flicker
   for (const m of messages) box.append(bubble(m));
   $("load-older").hidden = messages.length < PAGE;
   markLastAnswer();
@@ -147,8 +157,8 @@ async function open(id) {
   current = id;
   localStorage.setItem("promptkit-current", id);
   showStatus("");
-  await loadHistory();
   await loadSidebar();
+  await loadHistory();
 }
 
 function newChat() {
@@ -241,8 +251,8 @@ async function regenerate() {
 // After a turn, good or bad, show what the store kept.
 async function settle() {
   try {
-    await loadHistory();
     await loadSidebar();
+    await loadHistory();
   } catch (e) {
     fail(e);
   }
