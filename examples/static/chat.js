@@ -206,6 +206,7 @@ async function readEvents(response, onDelta) {
 async function streamInto(target, method, path, body) {
   setBusy(true);
   const text = target.querySelector(".text");
+  delete target.dataset.id; // a new message: its id comes with the reloaded history
   target.classList.add("streaming");
   try {
     const r = await api(method, path, body);
@@ -226,11 +227,18 @@ function setBusy(value) {
 
 async function send(content) {
   const box = $("messages");
-  box.append(bubble({ role: "user", content }));
+  const question = bubble({ role: "user", content });
+  box.append(question);
   const answer = bubble({ role: "assistant", content: "" });
   box.append(answer);
   try {
     await streamInto(answer, "POST", `${sid(current)}/messages`, { content });
+  } catch (e) {
+    // Not sent (or not saved): take the bubbles back and give the text back to retry.
+    question.remove();
+    answer.remove();
+    if (!$("input").value) $("input").value = content;
+    throw e;
   } finally {
     await settle();
   }

@@ -29,10 +29,11 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.common.by import By
 
-from examples.fastapi_chat import create_app
+from examples.fastapi_chat import create_app, store_from_env
 from promptkit_async import Conversations, MemoryStore, ProviderError
 from promptkit_async.providers import ScriptedProvider
 
+from ..conftest import free_port
 from ._support import ServerThread
 
 if TYPE_CHECKING:
@@ -73,12 +74,19 @@ class Replies:
 
 
 @pytest.fixture
-def server() -> Iterator[ServerThread]:
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """The app on the memory store; ``"down"`` (indirect): on a Redis that is not there."""
     replies = Replies()
+    down = getattr(request, "param", None) == "down"
 
     def make() -> Conversations:
         provider = ScriptedProvider([replies] * 10_000, delay=DELAY)
-        return Conversations(MemoryStore(), provider=provider, lock_timeout=2)
+        store = (
+            store_from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+            if down
+            else MemoryStore()
+        )
+        return Conversations(store, provider=provider, lock_timeout=2)
 
     thread = ServerThread(create_app(make)).start()
     try:
@@ -118,6 +126,8 @@ def browser(server: ServerThread) -> Iterator[WebDriver]:
 
 
 _CHECKED: set[str | None] = set()
+#: The refusals a test expects, per browser session: the teardown's check allows them too.
+_ALLOWED: dict[str | None, set[int]] = {}
 
 
 def logs(driver: WebDriver, kind: str) -> list[dict[str, Any]]:
@@ -139,7 +149,9 @@ def check_clean(driver: WebDriver, origin: str, allowed_statuses: Sequence[int] 
     foreign = [u for u in urls if not u.startswith((origin + "/", "data:"))]
     assert not foreign, f"the page fetched from elsewhere: {foreign}"
     errors = [e["message"] for e in logs(driver, "browser") if e["level"] == "SEVERE"]
-    expected = tuple(f"status of {s} " for s in allowed_statuses)
+    allowed = _ALLOWED.setdefault(driver.session_id, set())
+    allowed.update(allowed_statuses)
+    expected = tuple(f"status of {s} " for s in allowed)
     unexpected = [m for m in errors if not (expected and any(x in m for x in expected))]
     assert not unexpected, f"console errors: {unexpected}"
 
@@ -196,6 +208,7 @@ def idle(driver: WebDriver) -> bool:
 
 def send(driver: WebDriver, text: str) -> None:
     box = driver.find_element(By.ID, "input")
+    box.clear()  # the page gives back the text of a message it could not send
     box.send_keys(text)
     driver.find_element(By.ID, "send").click()
 
@@ -312,6 +325,15 @@ def test_regenerate_replaces_exactly_the_last_answer_and_fork_branches(
     assert bubbles(browser)[1][1].endswith("to first again: one two three four five six")
     wait_for(lambda: len(sidebar(browser)) == 3, what="the edit's branch in the sidebar")
 
+    # Delete the branch: gone from the sidebar and from the store; the others stay.
+    branch = current_id(browser)
+    browser.find_element(By.ID, "delete").click()
+    answer_prompt(browser, None)
+    wait_for(lambda: len(sidebar(browser)) == 2, what="the branch to leave the sidebar")
+    assert branch not in sidebar(browser) and bubbles(browser) == []
+    r = httpx.get(f"{server.url}/sessions/{branch}", headers={"X-User": "ada"})
+    assert r.status_code == 404
+
 
 def test_two_tabs_sending_at_once_make_two_whole_turns(
     browser: WebDriver, server: ServerThread
@@ -384,6 +406,8 @@ def test_refusals_read_as_sentences(browser: WebDriver, server: ServerThread) ->
     wait_for(status.is_displayed, what="the provider error")
     assert status.text.startswith("The model provider failed:")
     assert "asked to fail" in status.text
+    assert bubbles(browser) == []  # taken back, and the text is in the box again
+    assert browser.find_element(By.ID, "input").get_attribute("value") == "fail now"
 
     send(browser, "hello")
     wait_for(lambda: len(bubbles(browser)) == 2 and idle(browser), what="a turn")
@@ -439,3 +463,20 @@ def test_the_page_for_the_readme(browser: WebDriver, server: ServerThread) -> No
     path = shot(browser, "chat-page")
     if DOCS_SHOT.parent.is_dir() and not DOCS_SHOT.exists():
         shutil.copyfile(path, DOCS_SHOT)
+
+
+@pytest.mark.parametrize("server", ["down"], indirect=True)
+def test_a_store_outage_reads_as_a_sentence(browser: WebDriver, server: ServerThread) -> None:
+    open_page(browser, server.url)
+    status = browser.find_element(By.ID, "status")
+    wait_for(status.is_displayed, what="the outage")
+    assert status.text.startswith("The conversation store is unreachable; nothing was saved.")
+    send(browser, "hello")
+    wait_for(lambda: bubbles(browser) == [], what="nothing kept")
+    wait_for(
+        lambda: status.text.startswith("The conversation store is unreachable"),
+        what="the outage, after sending",
+    )
+    assert browser.find_element(By.ID, "input").get_attribute("value") == "hello"
+    shot(browser, "store-down")
+    check_clean(browser, server.url, allowed_statuses=(503,))
