@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import threading
 import time
@@ -45,11 +46,13 @@ if TYPE_CHECKING:
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or DRIVER is None,
-    reason="needs Debian's chromium and chromium-driver "
-    "(apt-get install chromium chromium-driver; .ci/run installs them)",
+_MISSING = (
+    "needs Debian's chromium and chromium-driver "
+    "(apt-get install chromium chromium-driver; .ci/run installs them)"
 )
+if (CHROMIUM is None or DRIVER is None) and os.environ.get("PROMPTKIT_REQUIRE_CHROMIUM") == "1":
+    raise RuntimeError(f"PROMPTKIT_REQUIRE_CHROMIUM=1, but this {_MISSING}")  # CI: never skip
+pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason=_MISSING)
 
 SHOTS = Path(__file__).resolve().parent / "screenshots"
 DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
