@@ -62,7 +62,7 @@ LONG_WORDS = 400
 
 class Replies:
     """Numbered replies, so a regenerated answer differs; "long..." streams for 16 s,
-    "fail..." is a provider error (a 502)."""
+    "quick..." is one word, "fail..." is a provider error (a 502)."""
 
     def __init__(self) -> None:
         self.count = itertools.count(1)
@@ -71,6 +71,8 @@ class Replies:
         question = messages[-1].text
         if question.startswith("fail"):
             raise ProviderError("the scripted provider was asked to fail")
+        if question.startswith("quick"):
+            return "ok"
         if question.startswith("long"):
             return " ".join(f"w{i}" for i in range(LONG_WORDS))
         return f"answer {next(self.count)} to {question}: one two three four five six"
@@ -483,3 +485,32 @@ def test_a_store_outage_reads_as_a_sentence(browser: WebDriver, server: ServerTh
     assert browser.find_element(By.ID, "input").get_attribute("value") == "hello"
     shot(browser, "store-down")
     check_clean(browser, server.url, allowed_statuses=(503,))
+
+
+def test_load_older_pages_back_through_a_long_history(
+    browser: WebDriver, server: ServerThread
+) -> None:
+    session_id = "long-history"
+    for i in range(20):  # 40 messages: more than the page's 30
+        with httpx.stream(
+            "POST",
+            f"{server.url}/sessions/{session_id}/messages",
+            json={"content": f"quick {i}"},
+            headers={"X-User": "ada"},
+            timeout=10,
+        ) as r:
+            assert r.status_code == 200
+            r.read()
+    open_page(browser, server.url)
+    browser.find_element(By.CSS_SELECTOR, f'#conversations li[data-id="{session_id}"]').click()
+    wait_for(lambda: len(bubbles(browser)) == 30, what="the newest page")
+    assert bubbles(browser)[-2] == ("user", "quick 19")
+    older = browser.find_element(By.ID, "load-older")
+    assert older.is_displayed()
+    older.click()
+    wait_for(lambda: len(bubbles(browser)) == 40, what="the older page")
+    assert bubbles(browser)[0] == ("user", "quick 0")
+    assert [text for role, text in bubbles(browser) if role == "user"] == [
+        f"quick {i}" for i in range(20)
+    ]
+    assert not older.is_displayed()
