@@ -1,9 +1,9 @@
-"""A streaming chat endpoint over promptkit_async (Starlette, served by uvicorn).
+"""A chat page and a streaming chat API over promptkit_async (FastAPI, served by uvicorn).
 
 Run it offline (no provider key: scripted echo replies; no REDIS_URL: in-memory store)::
 
     pip install -e ".[examples]"
-    cd examples && uvicorn fastapi_chat:app
+    cd examples && uvicorn fastapi_chat:app      # then open http://localhost:8000/
     curl -N localhost:8000/sessions/alice/messages -H 'content-type: application/json' \\
          -d '{"content": "Hi, I am Alice"}'
     curl localhost:8000/sessions/alice
@@ -97,13 +97,16 @@ Environment (read once, at start-up, in :func:`conversations_from_env`):
   ``PROMPTKIT_LOCK_TIMEOUT`` (seconds a turn waits for a busy session, 30),
   ``PROMPTKIT_SCRIPTED_DELAY`` (seconds between scripted words, 0.05).
 
-Why Starlette rather than FastAPI: everything this endpoint must get right (when
-the response starts, how a disconnect cancels the stream, which status each
-failure gets) is Starlette's in both cases, since FastAPI's ``StreamingResponse``
-*is* Starlette's. Parsing the small body by hand gives exact 400/422 messages
-without overriding FastAPI's validation handler (whose payload and content-type
-rules change between releases), and needs no pydantic. A FastAPI application can
-serve this one unchanged: ``fastapi_app.mount("/chat", create_app())``.
+``GET /`` serves the chat page (``examples/static/``: plain HTML, CSS and
+JavaScript, nothing fetched from elsewhere). ``/openapi.json`` describes every
+endpoint with its request and response schemas and its errors; ``/docs`` renders
+it, but loads its own assets from a CDN, so it needs a network.
+
+Why bodies are parsed by hand and then validated into the Pydantic models: the
+exact 400/413/422 codes and messages (an empty body, bad JSON, a body over
+1 MiB refused before it is read) are this API's contract, and FastAPI's body
+parsing would answer them in its own words; the models still type the handlers
+and describe every body in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -114,12 +117,16 @@ import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import promptkit_async
 from promptkit_async import (
@@ -147,8 +154,6 @@ from promptkit_async import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
-    from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.types import Receive, Scope, Send
 
     from promptkit_async import ConversationInfo, Provider, ReplyStream, Session, Store
@@ -166,6 +171,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fastapi_chat")
+_M = TypeVar("_M", bound=BaseModel)
+#: The chat page's files: served at / and /static, no build step.
+STATIC = Path(__file__).resolve().parent / "static"
 
 DEFAULT_OPENAI_MODEL = promptkit_async.DEFAULT_OPENAI_MODEL
 DEFAULT_ANTHROPIC_MODEL = promptkit_async.DEFAULT_ANTHROPIC_MODEL
@@ -293,14 +301,15 @@ async def _on_rejected(request: Request, exc: Exception) -> Response:
 
 
 def _conversations(request: Request) -> Conversations:
+    """The lifespan's Conversations, for handlers through ``Depends``."""
     chats = request.app.state.chats
     assert isinstance(chats, Conversations)
     return chats
 
 
-def _conversation_store(request: Request) -> BaseStore:
+def _conversation_store(chats: Conversations) -> BaseStore:
     """The store, for the conversation endpoints (owners, titles, listings, forks)."""
-    store = _conversations(request).store
+    store = chats.store
     if not isinstance(store, BaseStore):
         raise _Rejected(501, "no_conversations", f"{type(store).__name__} keeps no owners")
     return store
@@ -459,7 +468,7 @@ def _answer_again(session: Session) -> ReplyStream:
 
 
 async def _turn_events(
-    request: Request, reply_to: Callable[[Session], ReplyStream]
+    request: Request, chats: Conversations, reply_to: Callable[[Session], ReplyStream]
 ) -> AsyncGenerator[bytes, None]:
     """One turn as SSE frames. The session's ``async with`` lives inside the generator.
 
@@ -469,7 +478,6 @@ async def _turn_events(
     ends the stream with an ``error`` event; in every failure case the block
     writes nothing. The history is loaded only once the owner was checked.
     """
-    chats = _conversations(request)
     session_id, user = _session_id(request), _user(request)
     started = False
     message = None
@@ -480,7 +488,7 @@ async def _turn_events(
             session = chats.session(session_id, lazy=True, owner=user)
         async with session:
             if user is not None:
-                await _check_owner(_conversation_store(request), session_id, user)
+                await _check_owner(_conversation_store(chats), session_id, user)
             await session.load()
             reply = reply_to(session)
             async for text in reply:
@@ -533,84 +541,259 @@ class _EventStream(StreamingResponse):
                 await self._events.aclose()
 
 
+# -- models (what /openapi.json shows) -----------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every refusal's body: a code for programs, a sentence for people."""
+
+    error: str = Field(examples=["session_busy"])
+    message: str
+
+
+class MessageIn(BaseModel):
+    """The body of ``POST /sessions/{id}/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1, examples=["Hi, I am Alice"])
+
+
+class PatchIn(BaseModel):
+    """The body of ``PATCH /sessions/{id}``: absent fields are unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, description="null removes the title")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="merged; a key set to null is removed"
+    )
+
+
+class ForkIn(BaseModel):
+    """The body of ``POST /sessions/{id}/fork``."""
+
+    model_config = ConfigDict(extra="forbid")
+    new_id: str = Field(min_length=1)
+    upto: str | None = Field(default=None, description="the last message id copied; null: all")
+    title: str | None = None
+
+
+class StoredMessage(BaseModel):
+    """A kept message (``Message.to_dict()``): more keys may follow (``metadata``, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Any
+    id: str | None = None
+    created_at: str | None = None
+
+
+class HistoryOut(BaseModel):
+    session_id: str
+    messages: list[StoredMessage]
+
+
+class DeletedOut(BaseModel):
+    session_id: str
+    deleted: bool
+
+
+class ConversationOut(BaseModel):
+    """A conversation's info; times are ISO 8601."""
+
+    id: str
+    owner: str | None
+    title: str | None
+    created_at: str
+    updated_at: str
+    message_count: int
+    metadata: dict[str, Any]
+    forked_from: str | None
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None = Field(description="pass back as ?cursor= for the next page")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in {
+        400: "bad session id, X-User, JSON, limit or cursor",
+        401: "no X-User where one is needed (no_user)",
+        404: "unknown conversation or message, or another user's",
+        409: "conversation_exists, nothing_to_regenerate, commit_outcome_unknown",
+        413: "body or message too large",
+        422: "a body of the wrong shape",
+        429: "the session is busy with another turn (Retry-After)",
+        502: "the provider failed",
+        503: "store unreachable or provider rate limit (Retry-After)",
+    }.items()
+}
+
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            'Server-Sent Events: `event: delta` with `{"text"}` per piece of the reply, then '
+            '`event: done` with `{"message"}` once saved, or `event: error` with '
+            '`{"error", "message"}` (nothing saved, except for commit_outcome_unknown)'
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **_ERRORS,
+}
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body's schema for the docs; the handler parses it (see the docstring)."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
+
+
+def _parsed(model: type[_M], body: dict[str, Any]) -> _M:
+    """The checked body as its model (the hand checks already gave the exact refusals)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _Rejected(422, "invalid_body", _validation_message(exc)) from None
+
+
+def _validation_message(exc: ValidationError | RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return "; ".join(parts) or "the request is invalid"
+
+
 # -- endpoints -----------------------------------------------------------------------
 
 
-def _info_json(info: ConversationInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "owner": info.owner,
-        "title": info.title,
-        "created_at": info.created_at.isoformat(),
-        "updated_at": info.updated_at.isoformat(),
-        "message_count": info.message_count,
-        "metadata": dict(info.metadata),
-        "forked_from": info.forked_from,
-    }
+def _info_out(info: ConversationInfo) -> ConversationOut:
+    return ConversationOut(
+        id=info.id,
+        owner=info.owner,
+        title=info.title,
+        created_at=info.created_at.isoformat(),
+        updated_at=info.updated_at.isoformat(),
+        message_count=info.message_count,
+        metadata=dict(info.metadata),
+        forked_from=info.forked_from,
+    )
 
 
-async def _stream(request: Request, reply_to: Callable[[Session], ReplyStream]) -> Response:
-    events = _turn_events(request, reply_to)
+def _json(model: BaseModel, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
+
+
+async def _stream(
+    request: Request, chats: Conversations, reply_to: Callable[[Session], ReplyStream]
+) -> Response:
+    events = _turn_events(request, chats, reply_to)
     # Errors raised here finish the generator (the session exited, nothing
     # written) and become JSON errors through the exception handlers.
     first = await events.__anext__()
     return _EventStream(first, events)
 
 
-async def post_message(request: Request) -> Response:
+Chats = Annotated[Conversations, Depends(_conversations)]
+XUser = Annotated[
+    str | None,
+    Header(
+        alias="X-User",
+        description="who is asking; a real application sets it from its authentication",
+    ),
+]
+_LIMIT = Query(default=None, description=f"a page of at most this many (1 to {_MAX_LIMIT})")
+
+router = APIRouter()
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    response_class=StreamingResponse,
+    responses=_SSE_RESPONSE,
+    openapi_extra=_body(MessageIn),
+)
+async def post_message(
+    request: Request, session_id: str, chats: Chats, x_user: XUser = None
+) -> Response:
     """Run one turn and stream the reply (see the module docstring for the events)."""
     _user(request)  # a bad X-User or session id is refused before the body is read
     _session_id(request)
     content = await _read_content(request)
-    return await _stream(request, _ask(content))
+    return await _stream(request, chats, _ask(content))
 
 
-async def post_regenerate(request: Request) -> Response:
+@router.post(
+    "/sessions/{session_id}/regenerate",
+    response_class=StreamingResponse,
+    responses=_SSE_RESPONSE,
+)
+async def post_regenerate(
+    request: Request, session_id: str, chats: Chats, x_user: XUser = None
+) -> Response:
     """Answer the last user message again, streamed like a turn; the new reply replaces
     the old one in the same commit (a client that disconnects keeps the old one)."""
-    return await _stream(request, _answer_again)
+    return await _stream(request, chats, _answer_again)
 
 
-async def get_session(request: Request) -> Response:
+@router.get("/sessions/{session_id}", response_model=HistoryOut, responses=_ERRORS)
+async def get_session(
+    request: Request,
+    session_id: str,
+    chats: Chats,
+    x_user: XUser = None,
+    limit: str | None = _LIMIT,
+    before: str | None = Query(default=None, description="page back from this message id"),
+) -> Response:
     """The kept history, oldest first; ``?limit=N&before=ID`` pages back from a message."""
     session_id = _session_id(request)
     user = _user(request)
-    chats = _conversations(request)
     if user is not None:
         # One answer for unknown and for another's: a 404 that tells nothing.
-        if await _conversation_store(request).info(session_id, owner=user) is None:
+        if await _conversation_store(chats).info(session_id, owner=user) is None:
             raise _not_found(session_id)
     before = request.query_params.get("before")
-    limit = _limit(request)
-    if limit is None and before is None:
+    page = _limit(request)
+    if page is None and before is None:
         messages = await chats.history(session_id)
     else:
         store = chats.store
         if not isinstance(store, SupportsHistory):
             raise _Rejected(501, "no_paging", f"{type(store).__name__} cannot page a history")
-        messages = await store.load(session_id, limit, before=before)
+        messages = await store.load(session_id, page, before=before)
     return JSONResponse({"session_id": session_id, "messages": [m.to_dict() for m in messages]})
 
 
-async def delete_session(request: Request) -> Response:
+@router.delete("/sessions/{session_id}", response_model=DeletedOut, responses=_ERRORS)
+async def delete_session(
+    request: Request, session_id: str, chats: Chats, x_user: XUser = None
+) -> Response:
     """Erase a session. It waits for a running turn, so that turn cannot re-create it."""
-    chats = _conversations(request)
     session_id = _session_id(request)
     user = _user(request)
     async with chats.session(session_id, lazy=True):
         if user is not None:
-            info = await _conversation_store(request).info(session_id)
+            info = await _conversation_store(chats).info(session_id)
             if info is not None and info.owner != user:
                 raise OwnerMismatch(session_id)
         deleted = await chats.delete(session_id)
-    return JSONResponse({"session_id": session_id, "deleted": deleted})
+    return _json(DeletedOut(session_id=session_id, deleted=deleted))
 
 
-async def patch_session(request: Request) -> Response:
+@router.patch(
+    "/sessions/{session_id}",
+    response_model=ConversationOut,
+    responses=_ERRORS,
+    openapi_extra=_body(PatchIn),
+)
+async def patch_session(
+    request: Request, session_id: str, chats: Chats, x_user: XUser = None
+) -> Response:
     """Rename a conversation and merge its custom metadata: its owner only."""
     user = _required_user(request)
     session_id = _session_id(request)
-    store = _conversation_store(request)
+    store = _conversation_store(chats)
     example = 'send {"title": "a name" or null, "metadata": {"key": "value"}}'
     body = await _read_json(request, example, {"title", "metadata"})
     changes: dict[str, Any] = {}
@@ -620,6 +803,7 @@ async def patch_session(request: Request) -> Response:
         if not isinstance(body["metadata"], dict):
             raise _Rejected(422, "invalid_body", f'"metadata" must be a JSON object; {example}')
         changes["metadata"] = body["metadata"]
+    _parsed(PatchIn, changes)
     try:
         found = await store.update_info(session_id, owner=user, **changes)
     except PromptKitError:
@@ -629,14 +813,23 @@ async def patch_session(request: Request) -> Response:
     info = await store.info(session_id, owner=user) if found else None
     if info is None:  # unknown, or erased just now
         raise _not_found(session_id)
-    return JSONResponse(_info_json(info))
+    return _json(_info_out(info))
 
 
-async def fork_session(request: Request) -> Response:
+@router.post(
+    "/sessions/{session_id}/fork",
+    status_code=201,
+    response_model=ConversationOut,
+    responses=_ERRORS,
+    openapi_extra=_body(ForkIn),
+)
+async def fork_session(
+    request: Request, session_id: str, chats: Chats, x_user: XUser = None
+) -> Response:
     """Copy a conversation, up to a message, into a new id: a branch to go on from."""
     user = _user(request)
     source_id = _session_id(request)
-    store = _conversation_store(request)
+    store = _conversation_store(chats)
     example = 'send {"new_id": "an id", "upto": "a message id" or null, "title": "..." or null}'
     body = await _read_json(request, example, {"new_id", "upto", "title"})
     new_id = _text_field(body, "new_id")
@@ -647,27 +840,45 @@ async def fork_session(request: Request) -> Response:
         raise _Rejected(400, "invalid_session_id", 'new_id must not contain "/"')
     if new_id == source_id:
         raise _Rejected(422, "invalid_body", '"new_id" must differ from the source\'s id')
-    upto, title = _text_field(body, "upto"), _text_field(body, "title")
+    fork = _parsed(
+        ForkIn,
+        {"new_id": new_id, "upto": _text_field(body, "upto"), "title": _text_field(body, "title")},
+    )
     try:
-        info = await store.fork(source_id, new_id, upto=upto, title=title, owner=user)
+        info = await store.fork(
+            source_id, fork.new_id, upto=fork.upto, title=fork.title, owner=user
+        )
     except PromptKitError:
         raise
     except (TypeError, ValueError) as exc:
         raise _Rejected(422, "invalid_body", str(exc)) from None
-    return JSONResponse(_info_json(info), status_code=201)
+    return _json(_info_out(info), status_code=201)
 
 
-async def list_conversations(request: Request) -> Response:
+@router.get("/users/{owner}/conversations", response_model=ConversationPage, responses=_ERRORS)
+async def list_conversations(
+    request: Request,
+    owner: str,
+    chats: Chats,
+    x_user: XUser = None,
+    limit: str | None = _LIMIT,
+    cursor: str | None = Query(default=None, description="a page's next_cursor"),
+) -> Response:
     """A page of the user's conversations, newest activity first; ``next_cursor`` goes on."""
     user = _required_user(request)
-    if request.path_params["owner"] != user:
+    if owner != user:
         raise _Rejected(404, "not_found", "only your own conversations can be listed")
-    store = _conversation_store(request)
-    limit, cursor = _limit(request), request.query_params.get("cursor")
-    page = await store.conversations(user, limit=limit or 20, cursor=cursor)
-    return JSONResponse(
-        {"items": [_info_json(i) for i in page.items], "next_cursor": page.next_cursor}
+    store = _conversation_store(chats)
+    page = await store.conversations(user, limit=_limit(request) or 20, cursor=cursor)
+    return _json(
+        ConversationPage(items=[_info_out(i) for i in page.items], next_cursor=page.next_cursor)
     )
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    """The chat page (the rest of it is under /static)."""
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _check_store(store: Store) -> None:
@@ -681,31 +892,47 @@ async def _check_store(store: Store) -> None:
         logger.warning("the store is unreachable at start-up: %s", exc)
 
 
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own 422, in this API's ``{"error", "message"}`` shape."""
+    assert isinstance(exc, RequestValidationError)
+    return _error_response(422, "invalid_request", _validation_message(exc))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and methods (404, 405) in the same shape as every other error."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "no_route", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = _error_response(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def create_app(
     make_conversations: Callable[[], Conversations] = conversations_from_env,
-) -> Starlette:
+) -> FastAPI:
     """The application; ``make_conversations`` runs once at start-up, closed at shutdown."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with make_conversations() as chats:
             app.state.chats = chats
             await _check_store(chats.store)
             yield
 
-    return Starlette(
-        routes=[
-            Route("/sessions/{session_id}/messages", post_message, methods=["POST"]),
-            Route("/sessions/{session_id}/regenerate", post_regenerate, methods=["POST"]),
-            Route("/sessions/{session_id}/fork", fork_session, methods=["POST"]),
-            Route("/sessions/{session_id}", get_session, methods=["GET"]),
-            Route("/sessions/{session_id}", patch_session, methods=["PATCH"]),
-            Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
-            Route("/users/{owner}/conversations", list_conversations, methods=["GET"]),
-        ],
+    application = FastAPI(
+        title="promptkit_async chat",
+        version=promptkit_async.__version__,
         lifespan=lifespan,
-        exception_handlers={PromptKitError: _on_library_error, _Rejected: _on_rejected},
+        exception_handlers={
+            PromptKitError: _on_library_error,
+            _Rejected: _on_rejected,
+            RequestValidationError: _on_validation_error,
+            StarletteHTTPException: _on_http_error,
+        },
     )
+    application.include_router(router)
+    application.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return application
 
 
 app = create_app()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="the examples extra is not installed")
+pytest.importorskip("fastapi", reason="the examples extra is not installed")
 pytest.importorskip("uvicorn", reason="the examples extra is not installed")
 
 import httpx
@@ -971,3 +971,103 @@ async def test_bad_conversation_requests_are_4xx_never_500(
     assert_error(r, 400, "invalid_user", "one X-User")
     assert len(await history(client, srv.url, "c", user="ada")) == 2  # nothing changed
     assert (await listing(client, srv.url, "ada"))["items"][0]["title"] is None
+
+
+# -- the OpenAPI document and FastAPI's own refusals -----------------------------------
+
+OPERATIONS = {
+    ("post", "/sessions/{session_id}/messages"),
+    ("post", "/sessions/{session_id}/regenerate"),
+    ("post", "/sessions/{session_id}/fork"),
+    ("get", "/sessions/{session_id}"),
+    ("patch", "/sessions/{session_id}"),
+    ("delete", "/sessions/{session_id}"),
+    ("get", "/users/{owner}/conversations"),
+}
+WITH_BODY = {"/sessions/{session_id}/messages", "/sessions/{session_id}/fork"}
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema with its $ref followed (one level: the document's components)."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    name = ref.removeprefix("#/components/schemas/")
+    resolved: dict[str, Any] = document["components"]["schemas"][name]
+    return resolved
+
+
+async def test_openapi_describes_every_endpoint(
+    shared: ServerThread, client: httpx.AsyncClient
+) -> None:
+    r = await client.get(f"{shared.url}/openapi.json")
+    assert r.status_code == 200
+    document = r.json()
+    found = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert found == OPERATIONS  # the page (/) and /static are not API endpoints
+    for method, path in OPERATIONS:
+        operation = document["paths"][path][method]
+        where = f"{method.upper()} {path}"
+        # The request: every parameter typed, and a body schema where one is read.
+        for parameter in operation.get("parameters", []):
+            assert parameter["schema"], (where, parameter)
+        names = {p["name"] for p in operation.get("parameters", [])}
+        assert "X-User" in names, where
+        if (method, path) in {("post", p) for p in WITH_BODY} or method == "patch":
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert _resolve(document, body)["properties"], where
+        else:
+            assert "requestBody" not in operation, where
+            assert operation.get("parameters"), where
+        # The response: a schema for success and the {error, message} shape for failures.
+        ok = operation["responses"]["201" if path.endswith("/fork") else "200"]
+        (media_type, content), *_ = ok["content"].items()
+        if path.endswith(("/messages", "/regenerate")):
+            assert media_type == "text/event-stream", where
+        else:
+            assert _resolve(document, content["schema"])["properties"], where
+        for status in ("400", "404", "413", "422", "429", "502", "503"):
+            error = operation["responses"][status]["content"]["application/json"]["schema"]
+            assert set(_resolve(document, error)["properties"]) == {"error", "message"}
+
+
+async def test_unknown_routes_and_methods_keep_the_error_shape(
+    shared: ServerThread, client: httpx.AsyncClient
+) -> None:
+    r = await client.get(f"{shared.url}/nowhere")
+    assert (r.status_code, r.json()["error"]) == (404, "no_route")
+    assert set(r.json()) == {"error", "message"}
+    r = await client.put(f"{shared.url}/sessions/a")
+    assert (r.status_code, r.json()["error"]) == (405, "method_not_allowed")
+    assert "allow" in r.headers
+
+
+async def test_fastapi_validation_errors_keep_the_error_shape() -> None:
+    """FastAPI's own 422 (no route of this app triggers one today: every parameter is a
+    string checked by hand) answers in the ``{"error", "message"}`` shape, not ``detail``."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.requests import Request
+
+    from examples.fastapi_chat import _on_validation_error
+
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    exc = RequestValidationError(
+        [{"loc": ("query", "limit"), "msg": "Input should be a valid integer", "type": "x"}]
+    )
+    response = await _on_validation_error(request, exc)
+    assert response.status_code == 422
+    assert json.loads(bytes(response.body)) == {
+        "error": "invalid_request",
+        "message": "query.limit: Input should be a valid integer",
+    }
+
+
+async def test_the_page_and_its_files_are_served(
+    shared: ServerThread, client: httpx.AsyncClient
+) -> None:
+    r = await client.get(f"{shared.url}/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for name in ("chat.js", "chat.css"):
+        assert name in r.text
+        assert (await client.get(f"{shared.url}/static/{name}")).status_code == 200
+    assert "http" not in r.text.replace("http-equiv", "")  # nothing from elsewhere
