@@ -435,7 +435,8 @@ return 1
 # take a snapshot for the pages after this one. Returns {total, members...}
 # newest first, read from the snapshot when offset > 0 (-1: it expired), and
 # from the live index for a first page, which is copied into the snapshot
-# when more pages follow, so they keep the order the first one had.
+# when more pages follow (ZUNIONSTORE: a set of its own, which later commits
+# to the listing leave as it was), so they keep the order the first one had.
 _LIST = b"""
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local source = KEYS[1]
@@ -449,7 +450,7 @@ for _, m in ipairs(redis.call('ZREVRANGE', source, offset, offset + limit - 1)) 
   out[#out + 1] = m
 end
 if offset == 0 and ARGV[4] == '1' and total > limit then
-  redis.call('COPY', KEYS[1], KEYS[2], 'REPLACE')
+  redis.call('ZUNIONSTORE', KEYS[2], 1, KEYS[1])  -- a copy of its own (replacing any)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 elseif offset > 0 and offset + limit >= total then
   redis.call('DEL', KEYS[2])
