@@ -21,7 +21,15 @@ from ._types import ROLES, JSONValue, Role
 if TYPE_CHECKING:
     from ._parts import _Media
 
-__all__ = ["Message", "ToolCall", "check_text", "message_bytes", "stamped", "text_only"]
+__all__ = [
+    "Message",
+    "ToolCall",
+    "check_text",
+    "message_bytes",
+    "stamped",
+    "text_only",
+    "with_article",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,22 +418,30 @@ def _content(content: str | Sequence[Part]) -> str | tuple[Part, ...]:
     return content if isinstance(content, str) else tuple(content)
 
 
-def text_only(message: Message, provider: str) -> str:
+def with_article(name: str) -> str:
+    """``name`` with its article, for error messages: "an ImagePart", "a FilePart"."""
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def text_only(message: Message, provider: str, why: str | None = None) -> str:
     """The text of a message for a wire format that carries text only.
 
     Thinking is left out (it is the model's own, and optional to send back);
     any other part cannot be carried, and is refused before anything is sent.
 
     Raises:
-        InvalidMessage: a part the provider cannot carry, naming both.
+        InvalidMessage: a part the provider cannot carry, naming both (and
+            ``why``, the provider's rule, when given).
     """
     content = message.content
     if isinstance(content, str):
         return content
     for part in content:
         if type(part) is not TextPart and type(part) is not ThinkingPart:
+            reason = f" ({why})" if why else ""
             raise InvalidMessage(
-                f"{provider} cannot carry a {type(part).__name__} in a {message.role} message"
+                f"{provider} cannot carry {with_article(type(part).__name__)} in "
+                f"{with_article(message.role)} message{reason}"
             )
     return message.text
 

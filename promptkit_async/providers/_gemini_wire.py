@@ -37,8 +37,8 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
-from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
+from .._messages import Message, ToolCall, text_only, with_article
+from .._parts import AudioPart, FilePart, ImagePart, TextPart
 from ._arguments import arguments_object, arguments_text
 
 if TYPE_CHECKING:
@@ -87,29 +87,6 @@ def _function_call_part(
     return part
 
 
-def _an(name: str) -> str:
-    """``name`` with its article: "an ImagePart", "a FilePart", "an assistant"."""
-    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
-
-
-def _text_of(message: Message, why: str) -> str:
-    """The text of a message that can carry no media (thinking is left out).
-
-    Raises:
-        InvalidMessage: a media part, naming it, the role, and ``why``.
-    """
-    content = message.content
-    if isinstance(content, str):
-        return content
-    for part in content:
-        if type(part) is not TextPart and type(part) is not ThinkingPart:
-            raise InvalidMessage(
-                f"gemini cannot carry {_an(type(part).__name__)} in {_an(message.role)} "
-                f"message ({why})"
-            )
-    return message.text
-
-
 def _media_part(part: ImagePart | FilePart | AudioPart) -> dict[str, Any]:
     """Inline bytes as ``inlineData`` (the stored base64, not encoded again); a URL as
     ``fileData`` (a Files API URI, or a URL Gemini fetches).
@@ -122,14 +99,16 @@ def _media_part(part: ImagePart | FilePart | AudioPart) -> dict[str, Any]:
     name = type(part).__name__
     if part.media_type is None:
         raise InvalidMessage(
-            f"gemini cannot carry {_an(name)} by URL without a media type (fileData needs "
+            f"gemini cannot carry {with_article(name)} by URL without a media type (fileData needs "
             f"its mimeType): pass {name}(url=..., media_type=...)"
         )
     return {"fileData": {"mimeType": part.media_type, "fileUri": part.url}}
 
 
 def _function_response_part(name: str, result: Message, wire_id: str | None) -> dict[str, Any]:
-    output = _text_of(result, "a functionResponse carries JSON: send media in a user message")
+    output = text_only(
+        result, "gemini", "a functionResponse carries JSON: send media in a user message"
+    )
     function: dict[str, Any] = {"name": name, "response": _response_object(output)}
     if wire_id is not None:
         function["id"] = wire_id
@@ -180,7 +159,7 @@ def _model_parts(message: Message) -> list[dict[str, Any]]:
     text_signature, call_signatures = _signatures(message)
     gemini_ids = _gemini_ids(message)
     parts = []
-    text = _text_of(message, "Gemini takes media in user turns only")
+    text = text_only(message, "gemini", "Gemini takes media in user turns only")
     if text:
         parts.append(_text_part(text, text_signature))
     for call in message.tool_calls:
@@ -224,7 +203,7 @@ def to_gemini_contents(
     calls: dict[str, tuple[str, bool]] = {}  # call id -> (name, id came from Gemini)
     for m in messages:
         if m.role == "system":
-            text = _text_of(m, "systemInstruction is text")
+            text = text_only(m, "gemini", "systemInstruction is text")
             if text:
                 system_parts.append(text)
             continue

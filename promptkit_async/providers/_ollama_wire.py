@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, with_article
 from .._parts import ImagePart, TextPart, ThinkingPart
 from ._arguments import arguments_object, arguments_text
 
@@ -40,11 +40,6 @@ _IMAGE_ROLES: Final = frozenset({"user", "tool"})
 """Roles whose images are sent: what the user shows, and what a tool returns."""
 
 
-def _an(name: str) -> str:
-    """``name`` with its article: "an AudioPart", "a FilePart", "an assistant"."""
-    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
-
-
 def _images(message: Message) -> list[str]:
     """The base64 of each inline image; the text is ``message.text``.
 
@@ -62,7 +57,7 @@ def _images(message: Message) -> list[str]:
         name = type(part).__name__
         if type(part) is not ImagePart:
             raise InvalidMessage(
-                f"ollama cannot carry {_an(name)} in {_an(message.role)} message "
+                f"ollama cannot carry {with_article(name)} in {with_article(message.role)} message "
                 "(/api/chat takes text and inline images only)"
             )
         if part.base64 is None:
@@ -72,7 +67,7 @@ def _images(message: Message) -> list[str]:
             )
         if message.role not in _IMAGE_ROLES:
             raise InvalidMessage(
-                f"ollama cannot carry an ImagePart in {_an(message.role)} message "
+                f"ollama cannot carry an ImagePart in {with_article(message.role)} message "
                 "(images go in user messages and tool results only)"
             )
         images.append(part.base64)

@@ -19,8 +19,8 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
-from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
+from .._messages import Message, ToolCall, text_only
+from .._parts import AudioPart, FilePart, ImagePart, TextPart
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -99,13 +99,7 @@ def _wire_content(m: Message) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if m.role != "user":
-        for part in content:
-            if type(part) is not TextPart and type(part) is not ThinkingPart:
-                raise InvalidMessage(
-                    f"openai cannot carry a {type(part).__name__} in a {m.role} message "
-                    "(Chat Completions takes media in user messages only)"
-                )
-        return m.text
+        return text_only(m, "openai", "Chat Completions takes media in user messages only")
     blocks = [block for part in content if (block := _user_block(part)) is not None]
     return blocks or ""  # the API refuses an empty content list
 

@@ -25,7 +25,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import InvalidMessage, ProviderStreamError
-from .._messages import Message, ToolCall
+from .._messages import Message, ToolCall, text_only
 from .._parts import AudioPart, FilePart, ImagePart, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
@@ -112,34 +112,14 @@ def _input_part(part: Part, role: str) -> dict[str, Any] | None:
     return None  # ThinkingPart: reasoning travels as reasoning items, not as parts
 
 
-def _an(name: str) -> str:
-    """``name`` with its article: "an ImagePart", "a FilePart", "an assistant"."""
-    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
-
-
-def _text_of(message: Message) -> str:
-    """The text of a message that may carry no media (thinking is left out).
-
-    Raises:
-        InvalidMessage: a media part, naming it and the role.
-    """
-    content = message.content
-    if isinstance(content, str):
-        return content
-    for part in content:
-        if type(part) is not TextPart and type(part) is not ThinkingPart:
-            raise InvalidMessage(
-                f"{_PROVIDER} cannot carry {_an(type(part).__name__)} in {_an(message.role)} "
-                "message (the Responses API takes media in user messages and tool results only)"
-            )
-    return message.text
+_NO_MEDIA: Final = "the Responses API takes media in user messages and tool results only"
 
 
 def _input_content(message: Message) -> list[dict[str, Any]]:
     """The content parts of a user (or system) message; media only from the user."""
     content = message.content
     if isinstance(content, str) or message.role != "user":
-        return [_input_text(_text_of(message))]
+        return [_input_text(text_only(message, _PROVIDER, _NO_MEDIA))]
     blocks = [block for part in content if (block := _input_part(part, "user")) is not None]
     return blocks or [_input_text("")]  # what an empty str content has always sent
 
@@ -200,7 +180,7 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 items.append(_function_call_output_item(m))
         elif m.role == "assistant":
             items.extend(_reasoning_items(m))
-            text = _text_of(m)
+            text = text_only(m, _PROVIDER, _NO_MEDIA)
             if text:
                 items.append(_message_item("assistant", [_output_text(text)]))
             for call in m.tool_calls:
