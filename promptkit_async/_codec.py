@@ -55,6 +55,7 @@ __all__ = [
     "encode_message",
     "header",
     "id_number",
+    "message_id",
     "ms_of",
     "time_of",
 ]
@@ -113,6 +114,12 @@ def header(created_ms: int, message_id: str) -> bytes:
 
 
 _STORE_ID = re.compile(r"(\d{1,15})(?:~[0-9a-z]{1,16})?")
+
+
+def message_id(number: int, generation: int) -> str:
+    """The id a store gives the message at ``number`` (its position from the session's
+    first message), with the history's generation once it was rewound."""
+    return f"{number}~{generation}" if generation > 0 else str(number)
 
 
 def id_number(message_id: str) -> int | None:

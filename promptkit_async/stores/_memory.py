@@ -15,7 +15,7 @@ import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .._codec import id_number, time_of
+from .._codec import id_number, message_id, time_of
 from .._config import (
     DEFAULT_MAX_STORED,
     DEFAULT_TTL,
@@ -31,13 +31,13 @@ from .._exceptions import (
     MessageNotFound,
     OwnerMismatch,
     SessionExists,
-    StoreUnavailable,
 )
 from .._info import UNCHANGED, ConversationInfo, ConversationPage
 from .._messages import message_bytes, stamped
 from .._metrics import StateMetrics
 from ._shared import (
     BaseStore,
+    aborted_earlier,
     check_before,
     check_fork,
     check_info_update,
@@ -259,11 +259,7 @@ class MemoryStore(BaseStore):
                 last_turn, last_stored = hist.last
                 return last_stored if last_turn == turn.turn_id else batch
             if seen is not None:
-                raise StoreUnavailable(
-                    f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
-                    session_id=session_id,
-                    unsaved=batch,
-                )
+                raise aborted_earlier(turn)
             if turn.owner is not None and hist.owner not in (None, turn.owner):
                 raise OwnerMismatch(session_id)
         cut = -1
@@ -293,7 +289,7 @@ class MemoryStore(BaseStore):
             hist.owner = turn.owner
         when = time_of(ms)
         first, gen = hist.next_id, hist.gen
-        batch = tuple(stamped(m, _id(first + i, gen), when) for i, m in enumerate(batch))
+        batch = tuple(stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch))
         hist.next_id = first + len(batch)
         hist.last = (turn.turn_id, batch)
         if hist.owner is not None:
@@ -576,10 +572,6 @@ def _position(stored: list[Message], message_id: str, hist: _History | None) -> 
         if message.id == message_id:
             return at
     return -1
-
-
-def _id(number: int, gen: int) -> str:
-    return f"{number}~{gen}" if gen > 0 else str(number)
 
 
 def _info(session_id: str, hist: _History) -> ConversationInfo:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .._codec import EPOCH, id_number, ms_of, time_of
 from .._config import DEFAULT_TTL, check_limit, check_owner, check_session_id, ttl_seconds
-from .._exceptions import InvalidCursor, InvalidMessage
+from .._exceptions import InvalidCursor, InvalidMessage, StoreUnavailable
 from .._ids import new_turn_id
 from .._info import UNCHANGED
 from .._locks import LockRegistry
@@ -37,12 +37,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseStore",
+    "aborted_earlier",
     "check_before",
     "check_fork",
     "check_info_update",
     "check_page",
     "restored",
 ]
+
+
+def aborted_earlier(turn: Turn) -> StoreUnavailable:
+    """A commit refused because its turn id was settled as aborted: nothing was written."""
+    return StoreUnavailable(
+        f"session {turn.session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
+        session_id=turn.session_id,
+        unsaved=turn.messages,
+    )
+
 
 #: The most conversations one listing page returns.
 MAX_PAGE = 1000

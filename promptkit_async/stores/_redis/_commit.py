@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._codec import encode_message, time_of
+from ..._codec import encode_message, message_id, time_of
 from ..._exceptions import (
     CommitOutcomeUnknown,
     LockLost,
@@ -29,6 +29,7 @@ from ..._exceptions import (
     StoreUnavailable,
 )
 from ..._messages import stamped
+from .._shared import aborted_earlier
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
 from ._link import client_retries
@@ -145,11 +146,7 @@ class Committer:
             assert owner is not None
             await _quietly(asyncio.ensure_future(self._list_in(owner, member, ttl_ms)))
         if outcome == _ABORTED:
-            raise StoreUnavailable(
-                f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
-                session_id=session_id,
-                unsaved=batch,
-            )
+            raise aborted_earlier(turn)
         if outcome == _CANNOT_TELL:
             raise _cannot_tell(turn, "the turn ids it keeps are gone (evicted?)")
         if outcome == _FENCED:
@@ -167,7 +164,9 @@ class Committer:
         stored = batch
         if first >= 0:
             when = time_of(ms)
-            stored = tuple(stamped(m, _id(first + i, gen), when) for i, m in enumerate(batch))
+            stored = tuple(
+                stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch)
+            )
         if outcome == _APPLIED and self._cache.size:
             if turn.after is None:
                 self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
@@ -297,11 +296,6 @@ class Committer:
             reply = await TURN_STATUS(self._link.client, (k,), (turn_id,))
             known = status("the turn status script", reply, _KNOWN)
         return "applied" if known == 1 else "aborted" if known == -1 else "unknown"
-
-
-def _id(number: int, gen: int) -> str:
-    """A message id: its number, and the history's generation once it was rewound."""
-    return f"{number}~{gen}" if gen > 0 else str(number)
 
 
 async def _quietly(task: asyncio.Future[None]) -> bool:

@@ -25,7 +25,16 @@ import secrets
 import sqlite3
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ..._codec import EPOCH, HEADER_MARK, decode_message, encode_message, header, id_number, time_of
+from ..._codec import (
+    EPOCH,
+    HEADER_MARK,
+    decode_message,
+    encode_message,
+    header,
+    id_number,
+    message_id,
+    time_of,
+)
 from ..._exceptions import (
     CommitOutcomeUnknown,
     ConversationExists,
@@ -35,11 +44,10 @@ from ..._exceptions import (
     MessageNotFound,
     OwnerMismatch,
     SessionExists,
-    StoreUnavailable,
 )
 from ..._info import UNCHANGED, ConversationInfo, ConversationPage
 from ..._messages import stamped
-from .._shared import restored
+from .._shared import aborted_earlier, restored
 from ._errors import is_busy, store_error
 
 if TYPE_CHECKING:
@@ -97,10 +105,6 @@ class Settings(NamedTuple):
     compress_above: int | None
     max_record_bytes: int
     busy_timeout: float
-
-
-def _id(number: int, gen: int) -> str:
-    return f"{number}~{gen}" if gen > 0 else str(number)
 
 
 def _record_id(raw: object, seq: int) -> str | None:
@@ -419,23 +423,17 @@ class Database:
                     return batch
                 when = time_of(row.updated_ms)
                 first, gen = row.last_first, row.last_gen
-                return tuple(stamped(m, _id(first + i, gen), when) for i, m in enumerate(batch))
-            if seen is not None:
-                raise StoreUnavailable(
-                    f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
-                    session_id=session_id,
-                    unsaved=batch,
+                return tuple(
+                    stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch)
                 )
+            if seen is not None:
+                raise aborted_earlier(turn)
             if turn.owner is not None and row.owner not in (None, turn.owner):
                 raise OwnerMismatch(session_id)
             if turn.after is not None:
                 at = self._position(conn, row.sid, turn.after)
         elif self._aborted_before(conn, session_id, turn.turn_id, now):
-            raise StoreUnavailable(
-                f"session {session_id!r} not saved: turn {turn.turn_id} was aborted earlier",
-                session_id=session_id,
-                unsaved=batch,
-            )
+            raise aborted_earlier(turn)
         if turn.after is not None and at is None:
             raise MessageNotFound(session_id, turn.after)
         if row is None:
@@ -463,11 +461,11 @@ class Database:
         rows = []
         stored = []
         for i, (message, payload) in enumerate(zip(batch, payloads, strict=True)):
-            message_id = _id(first + i, gen)
-            record = header(ms, message_id) + payload
+            mid = message_id(first + i, gen)
+            record = header(ms, mid) + payload
             size += len(record)
             rows.append((sid, first + i, record))
-            stored.append(stamped(message, message_id, when))
+            stored.append(stamped(message, mid, when))
         conn.executemany("INSERT INTO messages (sid, seq, record) VALUES (?, ?, ?)", rows)
         next_id += len(rows)
         kept += len(rows)
