@@ -669,16 +669,7 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> str:
 
 
 def _info_out(info: ConversationInfo) -> ConversationOut:
-    return ConversationOut(
-        id=info.id,
-        owner=info.owner,
-        title=info.title,
-        created_at=info.created_at.isoformat(),
-        updated_at=info.updated_at.isoformat(),
-        message_count=info.message_count,
-        metadata=dict(info.metadata),
-        forked_from=info.forked_from,
-    )
+    return ConversationOut(**info.to_dict())
 
 
 def _json(model: BaseModel, status_code: int = 200) -> JSONResponse:
