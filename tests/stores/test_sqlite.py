@@ -38,7 +38,7 @@ from promptkit_async import (
     store_from_url,
 )
 from promptkit_async.stores._sqlite._errors import store_error
-from promptkit_async.stores._sqlite._schema import APPLICATION_ID
+from promptkit_async.stores._sqlite._schema import APPLICATION_ID, open_database
 
 from ..backends import WallClock
 from ..samples import a, u
@@ -73,12 +73,12 @@ async def _children(script: str, *argvs: list[str]) -> list[bytes]:
         )
         for argv in argvs
     ]
-    outs = []
-    for proc in procs:
-        out, err = await proc.communicate()
+    # Every child is waited for before any is judged, so that one failing
+    # leaves no process running and no pipe open behind the test.
+    results = await asyncio.gather(*(proc.communicate() for proc in procs))
+    for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err.decode()
-        outs.append(out)
-    return outs
+    return [out for out, _ in results]
 
 
 # -- many processes ---------------------------------------------------------------------
@@ -451,6 +451,32 @@ async def test_a_new_file_gets_our_schema_in_wal_mode(db: str) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()
+
+
+def test_stores_opening_a_new_file_at_once_all_take_it_as_theirs(tmp_path: Path) -> None:
+    """One creates the schema; the others, reading the file meanwhile, see it whole."""
+    for trial in range(20):
+        path = str(tmp_path / f"race-{trial}.db")
+        start = threading.Barrier(6)
+        refused: list[BaseException] = []
+
+        def open_it(
+            path: str = path,
+            start: threading.Barrier = start,
+            refused: list[BaseException] = refused,
+        ) -> None:
+            start.wait()
+            try:
+                open_database(path, busy_timeout=10, synchronous="NORMAL").close()
+            except BaseException as exc:  # collected, judged below
+                refused.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert refused == [], f"trial {trial}: {refused[0]!r}"
 
 
 async def test_a_missing_directory_is_store_unavailable(tmp_path: Path) -> None:

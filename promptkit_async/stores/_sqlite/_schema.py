@@ -31,9 +31,11 @@ integer ``sid``, which keeps their rows and keys small):
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Final
 
 from ..._exceptions import StoreRejected
+from ._errors import is_busy
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "open_database"]
 
@@ -94,16 +96,28 @@ _TABLES: Final = (
 
 
 def _identity(conn: sqlite3.Connection) -> tuple[int, int, list[str]]:
-    """The file's application id, schema version and table names (one read)."""
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' "
-            "ESCAPE '!' ORDER BY name"
-        )
-    ]
+    """The file's application id, schema version and table names, as of one moment.
+
+    Read in one transaction when the caller holds none: three autocommit reads
+    could straddle another process's schema creation and see its tables
+    without its application id, refusing a file that is ours.
+    """
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name"
+            )
+        ]
+    finally:
+        if own and conn.in_transaction:
+            conn.execute("COMMIT")
     return int(app), int(version), tables
 
 
@@ -131,6 +145,28 @@ def _check(path: str, app: int, version: int, tables: list[str]) -> bool:
     )
 
 
+def _into_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting up to ``busy_timeout`` for other readers.
+
+    Leaving the rollback journal needs the file to itself, and SQLite answers
+    "locked" at once, without its busy handler, while another connection
+    reads it (as one opening the same new file does): so wait here.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def open_database(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode, with our schema (created if the file is new).
 
@@ -146,7 +182,7 @@ def open_database(path: str, *, busy_timeout: float, synchronous: str) -> sqlite
             # Empty, so ours to take: WAL first (it cannot change inside a
             # transaction), then the schema, checked again under the write lock
             # in case another process created it meanwhile.
-            conn.execute("PRAGMA journal_mode = WAL")
+            _into_wal(conn, busy_timeout)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not _check(path, *_identity(conn)):
@@ -159,9 +195,7 @@ def open_database(path: str, *, busy_timeout: float, synchronous: str) -> sqlite
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if str(mode).lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        _into_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     except BaseException:
         conn.close()
