@@ -154,6 +154,9 @@ class OursContestant(Contestant):
                 if records:
                     p.rpush(h, *records)
                     p.hset(m, mapping={"n": len(records), "t": now, "c": now, "g": 0})
+                    # Turn ids, as a restore leaves them: a history without them
+                    # reads as bookkeeping lost to eviction (and is logged).
+                    p.zadd(t, {"#v": 1, "seed": 1})
             await p.execute()
 
     async def turn(self, session_id: str, user: Message, reply: Message, think: float = 0.0) -> int:

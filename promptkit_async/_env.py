@@ -135,7 +135,15 @@ def provider_from_env(
     raise ValueError(f"unknown provider {name!r}: expected {_NAMES}")
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+_REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -160,7 +168,8 @@ def store_from_url(url: str, **options: Any) -> RedisStore | SQLiteStore:
 
     ``sqlite:///relative/file.db`` and ``sqlite:////absolute/file.db``: an
     :class:`SQLiteStore` on that file. ``redis://``, ``rediss://``,
-    ``unix://``, ``redis+cluster://`` and ``rediss+cluster://`` URLs:
+    ``unix://``, ``redis+cluster://``, ``rediss+cluster://``,
+    ``redis+sentinel://`` and ``rediss+sentinel://`` URLs:
     :meth:`RedisStore.from_url`.
 
     Raises:
@@ -177,7 +186,7 @@ def store_from_url(url: str, **options: Any) -> RedisStore | SQLiteStore:
         raise ValueError(
             f"not a store URL (scheme {scheme}): expected sqlite:///relative/file.db, "
             "sqlite:////absolute/file.db, or a Redis URL (redis://, rediss://, unix://, "
-            "redis+cluster://)"
+            "redis+cluster://, redis+sentinel://)"
         )
     return RedisStore.from_url(url, **options)
 

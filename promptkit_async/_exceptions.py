@@ -5,7 +5,8 @@ so ``except PromptKitError`` catches all of them and nothing from redis-py or
 httpx escapes unmapped. Each store error says what was written: *not stored*
 (``StoreUnavailable``, ``StoreRejected``, ``LockLost``: retrying is safe) is a
 different class from *maybe stored* (``CommitOutcomeUnknown``: reload before
-retrying)::
+retrying) and from *stored but not replicated* (``CommitNotReplicated``: do not
+retry; it may be lost on a failover)::
 
     PromptKitError
     ├── InvalidSessionId (+ValueError)       empty, non-string, oversize session id
@@ -24,6 +25,7 @@ retrying)::
     ├── StoreError
     │   ├── StoreUnavailable                 unreachable / timed out: NOT stored (.unsaved)
     │   ├── CommitOutcomeUnknown             reply lost, unsettled: MAYBE stored (.turn_id)
+    │   ├── CommitNotReplicated              stored on the primary, too few replicas acknowledged
     │   ├── StoreRejected                    the store refused: NOT stored (.unsaved)
     │   ├── StoreProtocolError               a reply of the wrong shape (nothing concluded)
     │   ├── UnsupportedServer                the server is older than the store needs
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from ._messages import Message
 
 __all__ = [
+    "CommitNotReplicated",
     "CommitOutcomeUnknown",
     "ConversationExists",
     "ConversationNotFound",
@@ -251,6 +254,47 @@ class CommitOutcomeUnknown(StoreError):
         self.session_id = session_id
         self.turn_id = turn_id
         self.unsaved: tuple[Message, ...] = tuple(unsaved)
+
+
+class CommitNotReplicated(StoreError):
+    """A commit was applied on the primary, but fewer replicas than required acknowledged it.
+
+    Raised by a store with ``min_replicas`` set: the turn IS stored (on the
+    primary, with its ids and times: ``messages``), exactly once, and readers
+    see it; it is not a failure to retry. Only ``acknowledged`` of the
+    ``required`` replicas confirmed it within the timeout, so a failover
+    before replication catches up may lose it. Re-sending the messages would
+    store them twice; after a failover, ``store.turn_status(session_id,
+    turn_id)`` tells whether the turn survived ("applied") or was lost
+    ("unknown"). ``unsaved`` holds the same messages as ``messages``: they are
+    not durably saved. Not a subclass of ``StoreUnavailable`` (which means
+    "not stored, retry") nor of ``CommitOutcomeUnknown`` (which means "maybe
+    stored"): ``except StoreError`` catches it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        turn_id: str,
+        acknowledged: int,
+        required: int,
+        messages: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.acknowledged = acknowledged
+        self.required = required
+        self.messages: tuple[Message, ...] = tuple(messages)
+        self.unsaved: tuple[Message, ...] = self.messages
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(session_id={self.session_id!r}, turn_id={self.turn_id!r}, "
+            f"acknowledged={self.acknowledged}, required={self.required})"
+        )
 
 
 class StoreRejected(StoreError):

@@ -2,14 +2,18 @@
 
 Each node is a ``redis-server --cluster-enabled yes`` in its own temporary
 directory with an explicit cluster bus port (the default, port + 10000, can
-overflow for ephemeral ports). ``redis-cli --cluster create`` assigns the
+overflow for ephemeral ports; a server without ``--cluster-port``, 6.2, gets
+a port whose port + 10000 is free). ``redis-cli --cluster create`` assigns the
 16384 slots; the cluster is ready when every node reports ``cluster_state:ok``
 and they all agree on the slot map.
 """
 
 from __future__ import annotations
 
+import functools
+import random
 import shutil
+import socket
 import subprocess
 import time
 from typing import TYPE_CHECKING
@@ -21,12 +25,48 @@ from .conftest import RedisServer, free_port
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClusterServers", "cluster_unavailable_reason"]
+__all__ = ["ClusterServers", "cluster_node", "cluster_unavailable_reason"]
+
+
+@functools.cache
+def _has_cluster_port() -> bool:
+    """Whether the server binary takes ``--cluster-port`` (Redis 7+, Valkey)."""
+    from .strict import redis_server_binary, server_binary_version
+
+    binary = redis_server_binary()
+    return binary is not None and server_binary_version(binary) >= (7,)
+
+
+def _bus_free_port() -> int:
+    """A port whose port + 10000 (a 6.2 node's bus) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def cluster_node(*args: str, node_timeout_ms: int = 2000) -> RedisServer:
+    """A cluster-enabled server (not started), its bus on a port that is free."""
+    flags = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    flags += ["--cluster-node-timeout", str(node_timeout_ms), *args]
+    if _has_cluster_port():
+        return RedisServer(*flags, "--cluster-port", str(free_port()))
+    return RedisServer(*flags, port=_bus_free_port())
 
 
 def cluster_unavailable_reason() -> str | None:
     """Why a cluster cannot be started here, or None if it can be tried."""
-    missing = [exe for exe in ("redis-server", "redis-cli") if shutil.which(exe) is None]
+    from .strict import redis_server_binary
+
+    missing = [exe for exe in ("redis-cli",) if shutil.which(exe) is None]
+    if redis_server_binary() is None:
+        missing.insert(0, "redis-server")
     if missing:
         return f"{' and '.join(missing)} not on PATH"
     return None
@@ -36,21 +76,7 @@ class ClusterServers:
     """``n`` cluster-enabled primaries, no replicas."""
 
     def __init__(self, n: int = 3, *, node_timeout_ms: int = 2000) -> None:
-        self.nodes: list[RedisServer] = []
-        for _ in range(n):
-            bus = free_port()
-            self.nodes.append(
-                RedisServer(
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    str(node_timeout_ms),
-                    "--cluster-port",
-                    str(bus),
-                )
-            )
+        self.nodes = [cluster_node(node_timeout_ms=node_timeout_ms) for _ in range(n)]
 
     @property
     def ports(self) -> list[int]:

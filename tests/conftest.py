@@ -7,7 +7,11 @@ Failing all three, Redis tests are skipped with a loud reason, unless
 
 The ``cluster`` store runs the same contract on a real 3-primary Redis Cluster
 started from ``redis-server`` for the test session (see ``tests/cluster.py``),
-with the same skip-or-fail rule.
+with the same skip-or-fail rule, and the ``strict`` store on a one-node
+cluster-enabled server reached by a plain client, every script guarded (see
+``tests/strict.py``). ``PROMPTKIT_REDIS_SERVER=/path/to/redis-server`` (the
+server matrix, ``.ci/servers``) makes every server the tests start, and the
+real server itself, that binary's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from promptkit_async import RedisStore
 
 from .backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 from .faults import FaultProxy
+from .strict import strict_scripts, strict_scripts_everywhere, strict_server  # noqa: F401
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -100,7 +105,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        exe = shutil.which("redis-server")
+        exe = os.environ.get("PROMPTKIT_REDIS_SERVER") or shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not on PATH")
         self.proc = subprocess.Popen(
@@ -148,6 +153,13 @@ def redis_url() -> Iterator[str]:
         if not _answers(url):
             pytest.fail(f"REDIS_URL={url} does not answer")
         yield url
+        return
+    if os.environ.get("PROMPTKIT_REDIS_SERVER"):  # the server matrix: this binary's own
+        own = RedisServer().start()
+        try:
+            yield own.url
+        finally:
+            own.stop()
         return
     if _answers("redis://127.0.0.1:6379/0"):
         yield "redis://127.0.0.1:6379/0"
@@ -239,36 +251,44 @@ async def _backend(
         return
     client: aioredis.Redis | RedisCluster
     url: str | None = None
+    guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if kind == "fakeredis":
         client = await _make_fakeredis()
     elif kind == "cluster":
         servers = request.getfixturevalue("redis_cluster")
         client = cluster_client(servers)
         url = servers.url.replace("redis://", "redis+cluster://", 1)
+    elif kind == "strict":  # a standalone client, a server refusing cross-slot scripts
+        strict = request.getfixturevalue("strict_server")
+        url = strict.url
+        client = aioredis.Redis.from_url(url)
+        guard = strict_scripts(shebang=strict.shebang)
     else:
         url = request.getfixturevalue("redis_url")
         client = aioredis.Redis.from_url(url)
     try:
-        async with RedisStore(client, prefix=prefix) as rs:
-            backend = RedisBackend(kind, rs, client)
-            backend.url = url
-            yield backend
+        with guard:
+            async with RedisStore(client, prefix=prefix) as rs:
+                backend = RedisBackend(kind, rs, client)
+                backend.url = url
+                yield backend
     finally:
         await _delete_prefix(client, prefix)
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster", "sqlite"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster", "strict", "sqlite"])
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
-    """The same contract on MemoryStore, fakeredis, a real Redis server, a real Cluster
-    and an SQLite file."""
+    """The same contract on MemoryStore, fakeredis, a real Redis server, a real Cluster,
+    a server refusing cross-slot and undeclared keys (tests/strict.py) and an SQLite file."""
     async with _backend(request, request.param, prefix) as b:
         yield b
 
 
-@pytest.fixture(params=["fakeredis", "redis", "cluster"])
+@pytest.fixture(params=["fakeredis", "redis", "cluster", "strict"])
 async def redis_backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[RedisBackend]:
-    """A RedisStore on fakeredis, a real server and a real Cluster (Redis-only behaviour)."""
+    """A RedisStore on fakeredis, a real server, a real Cluster and a strict server
+    (Redis-only behaviour)."""
     async with _backend(request, request.param, prefix) as b:
         assert isinstance(b, RedisBackend)
         yield b
@@ -317,8 +337,18 @@ async def assert_pool_clean(target: aioredis.Redis | RedisCluster | RedisStore) 
     for conn in kept:
         assert not await conn.can_read(), "the store's kept connection holds unread data"
     for idle in list(pool._available_connections):
-        if idle.is_connected:
-            assert not await idle.can_read(), "an idle pooled connection holds unread data"
+        if idle.is_connected and await idle.can_read():
+            assert await _closed_by_peer(idle), "an idle pooled connection holds unread data"
+
+
+async def _closed_by_peer(conn: Any) -> bool:
+    """Whether a readable idle connection holds only the server's close (EOF), which
+    redis-py's pool reconnects before reuse, rather than a reply never read."""
+    try:
+        await asyncio.wait_for(conn.read_response(), 1)
+    except redis.ConnectionError:
+        return True
+    return False
 
 
 @pytest.fixture

@@ -86,6 +86,7 @@ _FOREIGN = (
         "aioredis",
         "Redis",
         "RedisCluster",
+        "Sentinel",
         "httpx",
         "AsyncClient",
         "Headers",

@@ -198,8 +198,11 @@ async def test_every_key_a_commit_writes_expires(
     await truth.append("b", [u("y")], ttl=120)
     keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*")]
     assert len(keys) >= 4
+    registry = f"{prefix}:index:slots".encode()
     for key in keys:
-        assert 0 < await redis_client.pttl(key) <= 120_000, key
+        # The registry of indexed slots covers a refresh window past the TTL (see _index).
+        longest = 240_000 if key == registry else 120_000
+        assert 0 < await redis_client.pttl(key) <= longest, key
     # A session kept forever keeps its keys (and the index listing it) forever.
     await truth.append("c", [u("z")], ttl=None)
     assert await redis_client.pttl(truth.key("c")) == -1

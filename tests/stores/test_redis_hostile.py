@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from promptkit_async import (
     CorruptHistory,
@@ -29,6 +30,7 @@ from promptkit_async import (
     ToolCall,
 )
 from promptkit_async.providers import ScriptedProvider
+from promptkit_async.stores._redis import _keys
 
 from ..conftest import contents
 
@@ -110,11 +112,15 @@ async def test_any_id_and_content_round_trip_touching_only_their_own_keys(
     assert [m.content for m in await store.load(canary)] == ["canary"]
     assert {s async for s in store.sessions("")} == {sid, canary}
     expected = {store.key(s, kind) for s in (sid, canary) for kind in ("h", "t", "m")}
-    assert await keys_under(redis_client, own) - {f"{own}:index".encode()} == expected
+    # Besides the sessions' own keys: their slots' indexes and the registry of slots.
+    indexes = {_keys.slot_index_key(own, key_slot(store.key(s))) for s in (sid, canary)}
+    registry = _keys.slot_registry_key(own)
+    assert await keys_under(redis_client, own) == expected | indexes | {registry}
     assert await store.delete(sid) is True
     assert [m.content for m in await store.load(canary)] == ["canary"]
     await store.delete(canary)
-    assert await keys_under(redis_client, own) - {f"{own}:index".encode()} == set()
+    # A slot's index goes with its last session; the registry lapses by itself.
+    assert await keys_under(redis_client, own) == {registry}
 
 
 @_hypothesis
@@ -315,7 +321,8 @@ async def test_a_damaged_session_index_never_causes_a_partial_write(
     redis_client: aioredis.Redis, prefix: str
 ) -> None:
     store = RedisStore(redis_client, prefix=prefix)
-    index = f"{prefix}:index".encode()
+    # The index the commit writes is the one of the session's own slot.
+    index = _keys.slot_index_key(prefix, key_slot(store.key("s")))
     await redis_client.set(index, b"not a sorted set")
     with pytest.raises(StoreRejected, match="wrong Redis type"):
         await store.append("s", [Message.user("x")], turn_id="t1")

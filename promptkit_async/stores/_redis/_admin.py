@@ -2,8 +2,12 @@
 
 Listing pages through the keyspace with SCAN (never KEYS), on every primary of
 a Cluster, matching the history keys of the schema with glob characters in
-the prefix escaped. Deleting removes every key of a session, and its index
-entry, in one atomic step; so does restoring one (an import) write it all.
+the prefix escaped. Deleting removes every key of a session, and its entry in
+its slot's index, in one atomic step; so does restoring one (an import) write
+it all. What lives in another slot (the owner's listing, the registry of
+indexed slots) is written in a step of its own: before a restore, so that a
+conversation is never missing from its listing; after a delete, whose ghost
+the next listing drops should that step be lost.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ._replies import BadReply, flag, integer, text
 from ._scripts import DELETE, LIST_IN, RESTORE, UNLIST
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncIterator, Mapping, Sequence
 
     from ._cache import NearCache
@@ -42,16 +47,16 @@ class Admin:
         self._cache.drop(session_id)
         link = self._link
         keys: tuple[bytes, ...] = _keys.stored_keys(link.prefix, session_id)
-        if self._index.key is not None:
-            keys += (self._index.key,)
         member = _keys.encode_id(session_id)
+        if self._index.enabled:
+            keys += (self._index.slot_key(_keys.slot_of(member)),)
         with mapped_errors(session_id, f"deleting session {session_id!r}"):
             reply = await DELETE(link.client, keys, (member,))
             if type(reply) is not list or len(reply) != 2:
                 raise BadReply("the delete script", reply)
             removed, owner = integer("the delete script", reply[0]), text("DELETE", reply[1])
         if owner:
-            # Another slot on a Cluster: a second step. The delete is done
+            # Another slot: a second step. The delete is done
             # whatever becomes of it: were it lost, the next listing drops the
             # ghost it finds.
             try:
@@ -80,16 +85,12 @@ class Admin:
         ``meta`` fields (False: it exists, and not ``replace``). ``last_ms`` None: now."""
         link = self._link
         keys: tuple[bytes, ...] = _keys.stored_keys(link.prefix, session_id)
-        index = self._index.key
+        member = _keys.encode_id(session_id)
+        index, registering = self._index.entry(member, ttl_ms)
         if index is not None:
             keys += (index,)
         fields = dict(meta or {})
         owner = fields.get("o")
-        member = _keys.encode_id(session_id)
-        listed_here = owner is not None and not link.cluster
-        if listed_here:
-            assert owner is not None
-            keys += (_keys.owner_key(link.prefix, owner),)
         args: list[Any] = [
             "1" if replace else "0",
             ttl_ms,
@@ -99,7 +100,6 @@ class Admin:
             next_id,
             generation,
             "" if last_ms is None else last_ms,
-            member if listed_here else "",
             len(fields),
         ]
         for name, value in fields.items():
@@ -107,7 +107,9 @@ class Admin:
         args += elements
         self._cache.drop(session_id)
         try:
-            if owner is not None and link.cluster:
+            if registering is not None:
+                await _registered(registering)
+            if owner is not None:
                 # Listed first: a conversation is never missing from its listing
                 # (a ghost, should the write fail, is dropped by the next listing).
                 with mapped_errors(session_id, f"listing conversation {session_id!r}"):
@@ -141,3 +143,14 @@ class Admin:
                 session_id = _keys.parse_key(own, raw)
                 if session_id is not None and session_id.startswith(prefix):
                     yield session_id
+
+
+async def _registered(registering: asyncio.Future[None]) -> None:
+    """Wait for a slot's registration in the index's registry; its failure only delays
+    the session's count in ``metrics()`` (the next write registers it)."""
+    try:
+        await registering
+    except Exception as exc:
+        if classify(exc) is None:
+            raise
+        logger.warning("a slot of the session index was not registered: %s", exc)

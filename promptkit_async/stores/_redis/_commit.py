@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._codec import encode_message, message_id, time_of
@@ -29,6 +30,7 @@ from ..._exceptions import (
     StoreUnavailable,
 )
 from ..._messages import stamped
+from .._contract import not_newest
 from .._shared import aborted_earlier
 from . import _keys
 from ._errors import Failure, classify, mapped_errors, pool_exhausted
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from ._cache import NearCache
     from ._index import SessionIndex
     from ._link import Link
+    from ._replicas import ReplicaWait
 
 __all__ = ["TURN_MEMORY", "Committer"]
 
@@ -64,7 +67,17 @@ _KNOWN: Final = frozenset((1, -1, 0))
 class Committer:
     """Commits turns and settles them; extends the near cache after our own commits."""
 
-    __slots__ = ("_cache", "_index", "_link", "_max_bytes", "compress_above", "max_stored")
+    __slots__ = (
+        "_cache",
+        "_index",
+        "_link",
+        "_max_bytes",
+        "compress_above",
+        "_quiet_until",
+        "bookkeeping_lost",
+        "max_stored",
+        "replicas",
+    )
 
     def __init__(
         self,
@@ -74,6 +87,7 @@ class Committer:
         compress_above: int | None,
         max_record_bytes: int,
         max_stored: int | None,
+        replicas: ReplicaWait | None = None,
     ) -> None:
         self._link = link
         self._cache = cache
@@ -81,6 +95,11 @@ class Committer:
         self.compress_above = compress_above
         self._max_bytes = max_record_bytes
         self.max_stored = max_stored
+        #: Commits that found a session's bookkeeping gone while its history was there.
+        self.bookkeeping_lost = 0
+        self._quiet_until = 0.0
+        #: With ``min_replicas``: the WAIT sent behind each commit (see _replicas.py).
+        self.replicas = replicas
 
     def cap(self, turn_cap: int | None) -> int | None:
         """What a commit keeps: the store's retention, or the turn's own cap if lower."""
@@ -92,11 +111,12 @@ class Committer:
     async def commit(self, turn: Turn) -> tuple[Message, ...]:
         """Write ``turn``; the messages as stored (with ids and times when known).
 
-        On standalone Redis the owner's listing is written by the commit script
-        itself. On a Cluster it lives in another slot than the conversation, so
-        it is written beside the commit, at the same time (one round trip of
-        latency), and the commit returns only once both are done; a listing
-        write that failed for a new conversation is tried once more.
+        The owner's listing lives in another slot than the conversation (and no
+        script touches two slots), so it is written beside the commit, at the
+        same time (one round trip of latency), and the commit returns only once
+        both are done; a listing write that failed for a new conversation is
+        tried once more. So is the registration of the session's slot in the
+        index's registry, when one is due (see ``_index``).
         """
         session_id = turn.session_id
         batch = turn.messages
@@ -110,17 +130,13 @@ class Committer:
             # that exists on neither node (a lease nobody holds) makes Redis
             # answer TRYAGAIN to every commit of the session until the move ends.
             keys += (_keys.key(prefix, session_id, _keys.LEASE),)
-        index = self._index.key
-        if index is not None:
-            keys += (index,)
-        owner = turn.owner
-        member = _keys.encode_id(session_id)
-        listed_here = owner is not None and not link.cluster
-        if listed_here:
-            assert owner is not None
-            keys += (_keys.owner_key(prefix, owner),)
         ttl = turn.ttl
         ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        owner = turn.owner
+        member = _keys.encode_id(session_id)
+        index, registering = self._index.entry(member, ttl_ms)
+        if index is not None:
+            keys += (index,)  # the index of the session's own slot
         cap = self.cap(turn.max_messages)
         args = [
             turn.turn_id,
@@ -132,16 +148,19 @@ class Committer:
             "0",  # set to "1" for the store's own re-sends (see _send)
             owner or "",
             turn.after or "",
-            member if listed_here else "",
+            "",  # the owner's listing: another slot, written beside (below)
+            turn.replace_last or "",
             *entries,
         ]
         listing = None
-        if owner is not None and link.cluster:
+        if owner is not None:
             listing = asyncio.ensure_future(self._list_in(owner, member, ttl_ms))
         try:
-            outcome, previous, before, first, ms, gen = await self._send(turn, keys, args)
+            outcome, previous, before, first, ms, gen, acked = await self._send(turn, keys, args)
         finally:
             listed = True if listing is None else await _quietly(listing)
+            if registering is not None:
+                await _quietly(registering, "a slot of the session index was not registered")
         if not listed and outcome == _APPLIED and before == 0:
             assert owner is not None
             await _quietly(asyncio.ensure_future(self._list_in(owner, member, ttl_ms)))
@@ -159,8 +178,12 @@ class Committer:
         if outcome == _OWNED_BY_ANOTHER:
             raise OwnerMismatch(session_id)
         if outcome == _NO_SUCH_MESSAGE:
+            if turn.replace_last is not None:
+                raise not_newest(session_id, turn.replace_last)
             assert turn.after is not None
             raise MessageNotFound(session_id, turn.after)
+        if outcome == _APPLIED and previous == "" and before > 0:
+            self._bookkeeping_lost(session_id)
         stored = batch
         if first >= 0:
             when = time_of(ms)
@@ -168,11 +191,31 @@ class Committer:
                 stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch)
             )
         if outcome == _APPLIED and self._cache.size:
-            if turn.after is None:
+            if turn.after is None and turn.replace_last is None:
                 self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
             else:
                 self._cache.drop(session_id)  # a rewind: the cached window is no longer it
+        if self.replicas is not None:
+            await self.replicas.confirm(link, turn, stored, outcome, acked)
         return stored
+
+    def _bookkeeping_lost(self, session_id: str) -> None:
+        """A commit found the history without its turn ids or its meta hash: counted,
+        and said at most once a minute (under eviction it can be every turn)."""
+        self.bookkeeping_lost += 1
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        self._quiet_until = now + 60.0
+        logger.warning(
+            "session %r: its history was there but its turn ids or meta hash were gone "
+            "(evicted under a maxmemory-policy, or deleted around the store); the commit "
+            "went through and rebuilt them, but a turn committed before the loss is no "
+            "longer recognised if re-sent, and an owner recorded there is forgotten "
+            "(%d such commits by this store; said at most once a minute)",
+            session_id,
+            self.bookkeeping_lost,
+        )
 
     async def _list_in(self, owner: str, member: str, ttl_ms: int) -> None:
         """Put (or move up) a conversation in its owner's listing: its own round trip."""
@@ -182,15 +225,22 @@ class Committer:
 
     async def _send(
         self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
-    ) -> tuple[int, str, int, int, int, int]:
+    ) -> tuple[int, str, int, int, int, int, int | BaseException | None]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
-        connection failed; decide the outcome when no attempt got a reply."""
+        connection failed; decide the outcome when no attempt got a reply. Last: what the
+        WAIT behind it answered (with ``min_replicas``; None when settled by id)."""
         link = self._link
+        replicas = self.replicas
+        acked: int | BaseException | None = None
         maybe_sent = False
         last: BaseException | None = None
         for attempt in range(link.retries + 1):
             try:
-                reply = commit_reply(await COMMIT(link, keys, args))
+                if replicas is None:
+                    reply = commit_reply(await COMMIT(link, keys, args))
+                else:
+                    raw, acked = await replicas.commit(link, COMMIT, keys, args)
+                    reply = commit_reply(raw)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:
@@ -213,7 +263,7 @@ class Committer:
                 if failure is Failure.PROTOCOL:
                     break  # a server that answers out of shape is not retried
             else:
-                return reply
+                return (*reply, acked)
             if attempt < link.retries:
                 await asyncio.sleep(link.backoff.compute(attempt + 1))
             if maybe_sent:
@@ -231,7 +281,7 @@ class Committer:
         first, ms, gen = -1, -1, -1
         if settled == _APPLIED:
             first, ms, gen = await self._last_turn(turn, keys[2])
-        return settled, "", -1, first, ms, gen
+        return settled, "", -1, first, ms, gen, None
 
     async def _last_turn(self, turn: Turn, meta: bytes) -> tuple[int, int, int]:
         """The first number, time and generation of ``turn`` if it is the session's last
@@ -298,13 +348,17 @@ class Committer:
         return "applied" if known == 1 else "aborted" if known == -1 else "unknown"
 
 
-async def _quietly(task: asyncio.Future[None]) -> bool:
-    """Wait for a listing update sent beside a commit: whether it was done. Its failure
-    does not undo the commit; it only delays the conversation's move up."""
+_NOT_LISTED: Final = "a conversation's place in its owner's listing was not updated"
+
+
+async def _quietly(task: asyncio.Future[None], what: str = _NOT_LISTED) -> bool:
+    """Wait for a step sent beside a commit (a listing update, a slot's registration):
+    whether it was done. Its failure does not undo the commit; it only delays the
+    conversation's move up, or the slot's count in ``metrics()``."""
     try:
         await task
     except Exception as exc:
-        logger.warning("a conversation's place in its owner's listing was not updated: %s", exc)
+        logger.warning("%s: %s", what, exc)
         return False
     return True
 

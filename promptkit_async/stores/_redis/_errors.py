@@ -12,6 +12,11 @@ text are read here and nowhere else:
   apart from one that broke mid-command by redis-py's message
   ("Error ... connecting to ...") or a ``ConnectionRefusedError`` cause;
 - the blocking pool's timeout is a ``ConnectionError("No connection available")``;
+- Sentinel's "no primary found" is a ``ConnectionError`` subclass of
+  ``redis.asyncio.sentinel`` (nothing was sent), and a demoted primary's
+  ``READONLY`` reply is turned by redis-py into ``ConnectionError("The previous
+  master is now a slave")`` (nothing was written): both are
+  ``Failure.UNREACHABLE``, so the store tries again on the new primary;
 - redis-py's own teardown of a connection while another task sends on it
   surfaces as an ``AttributeError`` raised inside redis-py (seen with 8.1's
   Cluster client during slot migrations), or on Python 3.12+ as a
@@ -143,6 +148,13 @@ RESPONSE_CODES: Final[Mapping[str, Failure]] = {
 }
 
 
+#: Sentinel: no server to connect to was found (nothing sent), and redis-py's
+#: text for the READONLY reply of a demoted primary (refused, nothing written;
+#: the connection is closed, and the next one goes to the new primary).
+_NO_SENTINEL_TARGET: Final = ("MasterNotFoundError", "SlaveNotFoundError")
+_DEMOTED: Final = "The previous master is now a slave"
+
+
 def pool_exhausted(exc: BaseException) -> bool:
     """No connection could be taken from the pool: the command was never sent."""
     return type(exc).__name__ == "MaxConnectionsError" or (
@@ -152,6 +164,8 @@ def pool_exhausted(exc: BaseException) -> bool:
 
 def _connection_failure(exc: rexc.ConnectionError) -> Failure:
     if pool_exhausted(exc):
+        return Failure.UNREACHABLE
+    if type(exc).__name__ in _NO_SENTINEL_TARGET or str(exc) == _DEMOTED:
         return Failure.UNREACHABLE
     if "connecting to" in str(exc) or isinstance(exc.__context__, ConnectionRefusedError):
         return Failure.UNREACHABLE

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -17,8 +16,10 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 
-from ..._exceptions import UnsupportedServer
 from ._errors import Failure, classify, pool_exhausted
+from ._replicas import read_pipelined
+from ._sentinel import stale_primary
+from ._version import MINIMUM_SERVER, check_server, server_version
 
 __all__ = ["MINIMUM_SERVER", "Link", "client_retries", "connection_kwargs", "server_version"]
 
@@ -26,10 +27,6 @@ __all__ = ["MINIMUM_SERVER", "Link", "client_retries", "connection_kwargs", "ser
 _EXECUTE: Final = aioredis.Redis.execute_command
 
 logger = logging.getLogger("promptkit_async.stores.redis")
-
-#: The oldest Redis the store runs on (ZRANDMEMBER, used by metrics(), is 6.2).
-#: Valkey reports a redis_version for compatibility (7.2.4 for Valkey 8).
-MINIMUM_SERVER: Final = (6, 2)
 
 
 def connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
@@ -99,6 +96,9 @@ class Link:
             return await client.execute_command(*args)
         pool = client.connection_pool
         conn, self._idle = self._idle, None
+        if conn is not None and _unusable(pool, conn):
+            await _dropped(pool, conn)
+            conn = None
         if conn is None:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         sound = False
@@ -118,6 +118,39 @@ class Link:
                     await conn.disconnect(nowait=True)  # closes without waiting: no suspension
                 await pool.release(conn)
 
+    async def call_pipelined(self, commands: list[tuple[Any, ...]], extra: float) -> list[Any]:
+        """Commands sent in one write on one connection of a standalone client, every
+        reply read (an error reply as its exception): the commit and its WAIT.
+
+        The connection is the lane's kept one when the lane is on (else one
+        from the pool, given back after); the last read may take ``extra``
+        seconds beyond the connection's deadline. A connection that failed
+        midway is closed, never reused.
+        """
+        client = self.client
+        assert not isinstance(client, RedisCluster)
+        pool = client.connection_pool
+        conn = None
+        if self.lane:
+            conn, self._idle = self._idle, None
+            if conn is not None and _unusable(pool, conn):
+                await _dropped(pool, conn)
+                conn = None
+        if conn is None:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        sound = False
+        try:
+            replies = await read_pipelined(conn, commands, extra)
+            sound = True
+            return replies
+        finally:
+            if sound and self.lane and self._idle is None:
+                self._idle = conn
+            else:
+                if not sound:
+                    await conn.disconnect(nowait=True)
+                await pool.release(conn)
+
     async def release(self) -> None:
         """Give the kept connection back to the pool (the store is closing)."""
         conn, self._idle = self._idle, None
@@ -125,37 +158,15 @@ class Link:
             await self.client.connection_pool.release(conn)
 
     async def check_server(self) -> None:
-        """Refuse, once and clearly, a server older than the store needs.
-
-        Called before a store's first command (one INFO round trip per store).
-        A server that does not let us read its version (INFO forbidden by an
-        ACL or renamed by a managed service) is trusted, not refused.
+        """Refuse, once and clearly, a server older than the store needs (see
+        ``_version``): called before a store's first command, one INFO per store.
+        Unreachable or busy: the operation itself will say so, with what it must
+        carry (the unsaved messages of a commit); checked next time.
 
         Raises:
-            UnsupportedServer: the server reports an older version.
+            UnsupportedServer: the server is older than the store needs.
         """
-        try:
-            info = await self.client.execute_command("INFO", "server")
-        except Exception as exc:
-            failure = classify(exc)
-            if failure is None:
-                raise
-            if failure in (Failure.REFUSED, Failure.USAGE, Failure.PROTOCOL):
-                logger.debug("server version unknown (INFO refused: %s); not checked", exc)
-                self.checked = True
-            # Unreachable or busy: the operation itself will say so, with what it
-            # must carry (the unsaved messages of a commit); check next time.
-            return
-        found = server_version(info)
-        if found is not None and found[0] < MINIMUM_SERVER:
-            needed = ".".join(map(str, MINIMUM_SERVER))
-            raise UnsupportedServer(
-                f"Redis {found[1]} is older than promptkit_async supports: it needs Redis "
-                f"{needed} or newer (or Valkey 7.2+)",
-                version=found[1],
-                required=needed,
-            )
-        self.checked = True
+        self.checked = await check_server(self.client)
 
     async def read(self, *args: Any) -> Any:
         """A read-only command, retried by the store when the connection failed."""
@@ -172,17 +183,18 @@ class Link:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def server_version(info: object) -> tuple[tuple[int, ...], str] | None:
-    """``((major, minor, ...), text)`` from a parsed ``INFO server`` (one node's, or
-    a Cluster's dict of them: the oldest), or None if it says no version."""
-    found: list[tuple[tuple[int, ...], str]] = []
-    nodes = (
-        list(info.values()) if isinstance(info, dict) and "redis_version" not in info else [info]
-    )
-    for node in nodes:
-        if isinstance(node, dict):
-            text = str(node.get("redis_version", ""))
-            numbers = re.findall(r"\d+", text)
-            if numbers:
-                found.append((tuple(int(n) for n in numbers[:3]), text))
-    return min(found) if found else None
+def _unusable(pool: Any, conn: Any) -> bool:
+    """A kept connection the server closed while it was idle (a server that died, or
+    restarted), or one to a demoted primary: sending on it would only lose the command
+    (or send it to the wrong server), so a fresh connection is taken instead. The
+    pool's own ``ensure_connection`` finds the first out with a read; the stream's
+    state tells it at no cost."""
+    reader = getattr(conn, "_reader", None)
+
+    return (reader is not None and reader.at_eof()) or stale_primary(pool, conn)
+
+
+async def _dropped(pool: Any, conn: Any) -> None:
+    """Close a kept connection to a server that is no longer the primary, and give it back."""
+    await conn.disconnect(nowait=True)
+    await pool.release(conn)

@@ -7,7 +7,9 @@ commit. The listing may hold ghosts (a conversation deleted, expired or taken
 over since): a listing reads every item's info, and drops the ghosts it finds,
 so none is ever returned. Paging past the first page reads a snapshot of the
 listing taken with it, so that commits meanwhile neither skip nor repeat a
-conversation.
+conversation. A listing and its snapshots share the owner's hash tag; the
+items' info is read one conversation per script call (each in its own slot),
+pipelined in one round trip on standalone Redis, concurrently on a Cluster.
 """
 
 from __future__ import annotations
@@ -66,24 +68,23 @@ class Owners:
     async def _infos(
         self, session_ids: list[str], owner: str | None
     ) -> list[ConversationInfo | None]:
-        """Each conversation's info (None: none, or another owner's), in one call on
-        standalone Redis, one per conversation at once on a Cluster."""
-        prefix, client = self._link.prefix, self._link.client
-
-        async def read(ids: list[str]) -> list[Any]:
-            keys: list[bytes] = []
-            for session_id in ids:
-                h, _, m = _keys.stored_keys(prefix, session_id)
-                keys += (h, m)
-            with mapped_errors(ids[0] if len(ids) == 1 else None, "reading conversations"):
-                return array("the info script", await INFO(client, keys, (owner or "",)))
-
+        """Each conversation's info (None: none, or another owner's): one script call
+        per conversation, pipelined on standalone Redis, concurrent on a Cluster."""
         if not session_ids:
             return []
-        if self._link.cluster:
-            replies = [r[0] for r in await asyncio.gather(*(read([s]) for s in session_ids))]
-        else:
-            replies = await read(session_ids)
+        prefix, client = self._link.prefix, self._link.client
+        calls = []
+        for session_id in session_ids:
+            h, _, m = _keys.stored_keys(prefix, session_id)
+            calls.append(((h, m), (owner or "",)))
+        one = session_ids[0] if len(session_ids) == 1 else None
+        with mapped_errors(one, "reading conversations"):
+            if len(calls) == 1:
+                replies = [await INFO(client, *calls[0])]
+            elif self._link.cluster:
+                replies = list(await asyncio.gather(*(INFO(client, k, a) for k, a in calls)))
+            else:
+                replies = await INFO.each(client, calls)
         if len(replies) != len(session_ids):
             raise BadReply("the info script", replies)
         return [_info(s, r) for s, r in zip(session_ids, replies, strict=True)]
@@ -224,8 +225,8 @@ class Owners:
             session_id = _keys.decode_id(member)
             self._cache.drop(session_id)
             keys: tuple[bytes, ...] = _keys.stored_keys(link.prefix, session_id)
-            if self._index.key is not None:
-                keys += (self._index.key,)
+            if self._index.enabled:
+                keys += (self._index.slot_key(_keys.slot_of(member)),)
             with mapped_errors(session_id, f"deleting conversation {session_id!r}"):
                 reply = await DELETE(link.client, keys, (member, owner))
             if type(reply) is not list or len(reply) != 2:

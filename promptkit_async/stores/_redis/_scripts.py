@@ -2,10 +2,15 @@
 
 Redis runs a script as one atomic step, like MULTI/EXEC, which is what lets a
 commit check its turn id, its fence and the session's version and then write,
-with no other client in between. Each script declares in KEYS the keys it is
-given (the session's keys all share one hash tag, so one Cluster slot); the
-one exception, the index sampling in ``INDEX_STATS``, runs only on standalone
-Redis and builds its key names from parts the key schema hands it.
+with no other client in between. Every script declares in KEYS every key it
+reads or writes, and no script touches keys of two hash slots, on any client:
+Dragonfly refuses undeclared keys by default, managed services forbid them,
+and Cluster proxies (ElastiCache Serverless, Azure's multi-shard policy) refuse
+a script whose keys span slots, even behind a standalone client. A session's
+keys share one hash tag; what lives elsewhere (an owner's listing, the
+registry of indexed slots) is written beside, in a call of its own.
+``tests/strict.py`` runs the suite with a guard that holds every script here
+to this.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACQUIRE",
+    "ADOPT",
     "COMMIT",
     "DELETE",
     "FORK_READ",
-    "INDEX_STATS",
     "INFO",
+    "LEGACY_POP",
     "LIST",
     "LIST_IN",
     "LOAD_IF_CHANGED",
     "PAGE",
+    "REGISTER",
     "RELEASE",
     "RENEW",
     "RESOLVE",
@@ -72,9 +79,10 @@ local function record(turns, member, memory)
 end
 """
 
-# The live-session index (standalone only): a member scored by when it
-# expires. A new index expires like its sessions; one without a TTL already
-# holds a session kept forever, and keeps none.
+# The live-session index of one slot (standalone only, see _keys): a member
+# (an encoded id) scored by when the session expires. A new index expires like
+# its sessions; one without a TTL already holds a session kept forever, and
+# keeps none.
 _INDEX = b"""
 local function clock()
   local t = redis.call('TIME')
@@ -164,26 +172,32 @@ local function list_in(oidx, member, now, ttl)
 end
 """
 
-# KEYS: history, turns, meta[, lease if fenced][, index][, owner index]
+# KEYS: history, turns, meta[, lease if fenced][, the session's slot's index]
 # ARGV: turn id, cap (0 = unlimited), ttl ms (0 = forever), turn memory,
 #       fence token ('' = none), index member ('' = none), re-send ('1': an
 #       earlier copy of this commit may have run), owner ('' = unchecked),
-#       after (a message id: drop what follows it first; '' = none), owner
-#       index member ('' = the index is not written here), payloads...
+#       after (a message id: drop what follows it first; '' = none), '' (kept
+#       in place of the owner's listing, which lives in another slot and is
+#       written beside the commit), replace last (a
+#       message id: drop the newest message first, which must be that one;
+#       '' = none), payloads...
 # Entries are pushed 500 at a time: Lua's unpack() has a stack limit.
 # Returns {status, previous version, history length before, first number,
-# ms, generation}: status 1 applied now; 0 already applied (the first number,
+# ms, generation}: status 1 applied now (the previous version is '' when the
+# session's bookkeeping was gone while its history was there: its turn ids,
+# or a meta hash behind records that had one; evicted, or deleted around the
+# store); 0 already applied (the first number,
 # time and generation are those of that copy when it was the session's last
 # turn, else -1); -1 aborted earlier (never applies); -2 the fencing lease is
 # not held; -3 not applied because it cannot tell: a re-sent commit finds a
 # history whose turn ids are gone (evicted), so its first copy may have run;
 # -4 the conversation has another owner; -5 no kept message has the id
-# `after`. Nothing is written unless the status is 1.
+# `after`, or the newest is not `replace last` (a compare-and-set on the
+# tail). Nothing is written unless the status is 1.
 _COMMIT = (
     _VERSIONS
     + _INDEX
     + _STAMPS
-    + _OWNERS
     + b"""
 local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
 local before = redis.call('LLEN', history)
@@ -204,22 +218,25 @@ local known = redis.call('EXISTS', turns) == 1
 if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before, -1, -1, -1} end
 local m = redis.call('HMGET', meta, 'n', 't', 'g', 'o', 'c')
 if ARGV[8] ~= '' and m[4] and m[4] ~= ARGV[8] then return {-4, '', before, -1, -1, -1} end
-local index, oidx = nil, nil
-if ARGV[6] ~= '' then index = KEYS[k]; k = k + 1 end
-if ARGV[10] ~= '' then oidx = KEYS[k] end
--- The indexes are written last: a wrong type found there would leave the turn
--- applied but reported as refused, so check them before the first write.
-for _, key in pairs({index or false, oidx or false}) do
-  if key then
-    local kind = redis.call('TYPE', key)['ok']
-    if kind ~= 'zset' and kind ~= 'none' then
-      return redis.error_reply('WRONGTYPE a session index is not a sorted set')
-    end
+local index = nil
+if ARGV[6] ~= '' then index = KEYS[k] end
+-- The index is written last: a wrong type found there would leave the turn
+-- applied but reported as refused, so check it before the first write.
+if index then
+  local kind = redis.call('TYPE', index)['ok']
+  if kind ~= 'zset' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE a session index is not a sorted set')
   end
 end
 local seq, last, gen = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]) or 0
+local lost = not known and before > 0
 if not seq then
-  if before > 0 then seq, last, gen = recover(history, before) else seq, last = 0, 0 end
+  if before > 0 then
+    lost = lost or stamp(redis.call('LINDEX', history, -1)) ~= nil
+    seq, last, gen = recover(history, before)
+  else
+    seq, last = 0, 0
+  end
 end
 local length = before
 if ARGV[9] ~= '' then
@@ -232,7 +249,17 @@ if ARGV[9] ~= '' then
     length = at + 1
   end
 end
-local prev = known and version(turns) or ''
+if ARGV[11] ~= '' then
+  local raw = redis.call('LINDEX', history, -1)
+  if not raw or string.match(raw, '^%d+ ([^\\n]+)\\n', 3) ~= ARGV[11] then
+    return {-5, '', before, -1, -1, -1}
+  end
+  redis.call('RPOP', history)
+  seq = seq - 1
+  gen = gen + 1
+  length = before - 1
+end
+local prev = (known and not lost) and version(turns) or ''
 local now = clock()
 if last and now < last then now = last end
 local first = seq
@@ -240,7 +267,7 @@ local nowtext = string.format('%d', now)
 local head = MARK .. nowtext .. ' '
 local n = #ARGV
 local batch = {}
-for i = 11, n do
+for i = 12, n do
   batch[#batch + 1] = head .. id_of(seq, gen) .. '\\n' .. ARGV[i]
   seq = seq + 1
   if #batch == 500 or i == n then
@@ -248,7 +275,7 @@ for i = 11, n do
     batch = {}
   end
 end
-length = length + (n - 10)
+length = length + (n - 11)
 local cap = tonumber(ARGV[2])
 if cap > 0 and length > cap then redis.call('LTRIM', history, -cap, -1) end
 redis.call('HSET', meta, 'n', seq, 't', nowtext, 'g', gen, 'lt', ARGV[1], 'lf', first, 'lg', gen)
@@ -268,7 +295,6 @@ for _, key in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
 if index then touch(index, ARGV[6], ttl, now) end
-if oidx then list_in(oidx, ARGV[10], now, ttl) end
 return {1, prev, before, first, now, gen}
 """
 )
@@ -296,23 +322,28 @@ return redis.call('LRANGE', KEYS[1], from, at)
 """
 )
 
-# KEYS: history, turns, meta[, index][, owner index]. ARGV: replace ('1' or
-# '0'), ttl ms (0 = forever), turn id (the new version), turn memory, index
-# member ('' = none), next number, generation, last ms ('' = now), owner index member
-# ('' = none), count of meta field/value pairs, the pairs, elements (with
-# their headers)... A restore (an import) and a fork's copy: the whole
-# conversation in one step, so a half-written one is never visible.
-# 1 written; 0 the session exists and replace is '0'.
+# KEYS: history, turns, meta[, the session's slot's index]. ARGV: replace ('1'
+# or '0'), ttl ms (0 = forever), turn id (the new version), turn memory, index
+# member ('' = none), next number, generation, last ms ('' = now), count of
+# meta field/value pairs, the pairs, elements (with their headers)... A
+# restore (an import) and a fork's copy: the whole conversation in one step,
+# so a half-written one is never visible (the owner's listing, another slot,
+# is written before it). 1 written; 0 the session exists and replace is '0'.
 _RESTORE = (
     _VERSIONS
     + _INDEX
-    + _OWNERS
     + b"""
 local history, turns, meta = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] ~= '1' and redis.call('EXISTS', history) == 1 then return 0 end
+if KEYS[4] then
+  local kind = redis.call('TYPE', KEYS[4])['ok']
+  if kind ~= 'zset' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE a session index is not a sorted set')
+  end
+end
 redis.call('DEL', history, meta)
-local pairs_at = 11
-local first = pairs_at + 2 * tonumber(ARGV[10])
+local pairs_at = 10
+local first = pairs_at + 2 * tonumber(ARGV[9])
 local n = #ARGV
 for i = first, n, 500 do
   redis.call('RPUSH', history, unpack(ARGV, i, math.min(i + 499, n)))
@@ -326,10 +357,7 @@ local ttl = tonumber(ARGV[2])
 for _, k in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
 end
-local k = 4
-local now = clock()
-if ARGV[5] ~= '' then touch(KEYS[k], ARGV[5], ttl, now); k = k + 1 end
-if ARGV[9] ~= '' then list_in(KEYS[k], ARGV[9], now, ttl) end
+if KEYS[4] then touch(KEYS[4], ARGV[5], ttl, clock()) end
 return 1
 """
 )
@@ -366,7 +394,8 @@ return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
 """
 )
 
-# KEYS: history, turns, meta[, index]. ARGV: index member, owner ('' = any).
+# KEYS: history, turns, meta[, the session's slot's index]. ARGV: index member,
+# owner ('' = any).
 # Returns {keys deleted, owner or ''}: the caller drops it from that listing.
 # A conversation of another owner than the one given is left alone: {0, owner}.
 _DELETE = b"""
@@ -388,29 +417,24 @@ return 1
 """
 )
 
-# KEYS: history, meta, pairs of them for several conversations. ARGV: owner
-# ('' = any). For each: what ConversationInfo needs, {} for no conversation
-# (or another owner's), else {message count, owner, title, created ms,
-# updated ms, forked from, custom field, value, ...} ('' = none). Several
-# conversations in one call only on standalone Redis (their slots differ).
+# KEYS: history, meta (one conversation: conversations live in other slots,
+# so a listing sends one call per item, pipelined). ARGV: owner ('' = any).
+# What ConversationInfo needs: {} for no conversation (or another owner's),
+# else {message count, owner, title, created ms, updated ms, forked from,
+# custom field, value, ...} ('' = none).
 _INFO = b"""
-local function info(history, meta, owner)
-  local count = redis.call('LLEN', history)
-  if count == 0 then return {} end
-  local m = redis.call('HMGET', meta, 'o', 'ti', 'c', 't', 'f')
-  if owner ~= '' and m[1] ~= owner then return {} end
-  local out = {count, m[1] or '', m[2] or '', m[3] or '', m[4] or '', m[5] or ''}
-  local all = redis.call('HGETALL', meta)
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'x:' then
-      out[#out + 1] = string.sub(all[i], 3)
-      out[#out + 1] = all[i + 1]
-    end
+local count = redis.call('LLEN', KEYS[1])
+if count == 0 then return {} end
+local m = redis.call('HMGET', KEYS[2], 'o', 'ti', 'c', 't', 'f')
+if ARGV[1] ~= '' and m[1] ~= ARGV[1] then return {} end
+local out = {count, m[1] or '', m[2] or '', m[3] or '', m[4] or '', m[5] or ''}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 'x:' then
+    out[#out + 1] = string.sub(all[i], 3)
+    out[#out + 1] = all[i + 1]
   end
-  return out
 end
-local out = {}
-for i = 1, #KEYS, 2 do out[#out + 1] = info(KEYS[i], KEYS[i + 1], ARGV[1]) end
 return out
 """
 
@@ -531,30 +555,82 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: index. ARGV: sample size, "memory" or "sum", key head, history tail,
-# turns tail (from _keys.key_parts). Index members are encoded ids, so the
-# script can name each sampled session's keys (the index exists on standalone
-# Redis only, where that is allowed).
-# Returns {live sessions, sampled, their messages, their bytes}.
-_INDEX_STATS = b"""
-local t = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
-local n = redis.call('ZCARD', KEYS[1])
-if n == 0 then return {0, 0, 0, 0} end
-local ids = redis.call('ZRANDMEMBER', KEYS[1], ARGV[1])
-local messages, bytes = 0, 0
-for _, id in ipairs(ids) do
-  local h = ARGV[3] .. id .. ARGV[4]
-  messages = messages + redis.call('LLEN', h)
-  if ARGV[2] == 'memory' then
-    bytes = bytes + (redis.call('MEMORY', 'USAGE', h) or 0)
-      + (redis.call('MEMORY', 'USAGE', ARGV[3] .. id .. ARGV[5]) or 0)
-  else
-    for _, record in ipairs(redis.call('LRANGE', h, 0, -1)) do bytes = bytes + #record end
+# KEYS: the registry of indexed slots. ARGV: slot, how long from now (ms) its
+# index may hold a live session ('' = forever). Scores only ever grow (GT),
+# lapsed slots are dropped, and the registry lives as long as its last slot.
+_REGISTER = (
+    _INDEX
+    + b"""
+local now = clock()
+local upto = '+inf'
+if ARGV[2] ~= '' then upto = string.format('%d', now + tonumber(ARGV[2])) end
+redis.call('ZADD', KEYS[1], 'GT', upto, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] == 'inf' then
+  redis.call('PERSIST', KEYS[1])
+elseif top[2] then
+  redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(top[2])))
+end
+return 1
+"""
+)
+
+# KEYS: the index of an older version (every session in one key). ARGV: how
+# many. Takes that many members out of it, soonest to expire first: {now ms,
+# member, expiry ms ('inf' = forever), ...}; {now ms} when it is gone.
+_LEGACY_POP = (
+    _INDEX
+    + b"""
+local now = clock()
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {now} end
+if kind ~= 'zset' then
+  return redis.error_reply('WRONGTYPE the session index of an older version is not a sorted set')
+end
+local out = {now}
+local last = tonumber(ARGV[1]) - 1
+for _, v in ipairs(redis.call('ZRANGE', KEYS[1], 0, last, 'WITHSCORES')) do out[#out + 1] = v end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, last)
+return out
+"""
+)
+
+# KEYS: one slot's index, then the history key of each session to adopt (all
+# in that slot). ARGV: member, expiry ms ('inf' = forever), ... Puts into the
+# slot's index the sessions an older version indexed that still have a
+# history and have not expired, never lowering an expiry a commit wrote since.
+# Returns how many were adopted.
+_ADOPT = (
+    _INDEX
+    + b"""
+local index = KEYS[1]
+local kind = redis.call('TYPE', index)['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE a session index is not a sorted set')
+end
+local now = clock()
+local adopted = 0
+for i = 2, #KEYS do
+  local member, at = ARGV[2 * i - 3], ARGV[2 * i - 2]
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if at == 'inf' then
+      redis.call('ZADD', index, 'GT', '+inf', member)
+      redis.call('PERSIST', index)
+      adopted = adopted + 1
+    elseif tonumber(at) > now then
+      local ttl = tonumber(at) - now
+      local fresh = redis.call('EXISTS', index) == 0
+      redis.call('ZADD', index, 'GT', at, member)
+      local left = redis.call('PTTL', index)
+      if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttl) end
+      adopted = adopted + 1
+    end
   end
 end
-return {n, #ids, messages, bytes}
+return adopted
 """
+)
 
 
 class Script:
@@ -574,6 +650,31 @@ class Script:
         except rexc.NoScriptError:
             return await send("EVAL", self.source, len(keys), *keys, *args)
 
+    async def each(
+        self, client: Any, calls: Sequence[tuple[Sequence[bytes], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run once per ``(keys, args)`` on a standalone client, pipelined in one round
+        trip: one call per slot, where one call over every slot's keys would span
+        slots. The replies in order; the first error reply is raised (after all ran)."""
+        if not calls:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+        if missing:
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                keys, args = calls[i]
+                pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
 
 COMMIT = Script(_COMMIT)
 RESOLVE = Script(_RESOLVE)
@@ -581,7 +682,9 @@ LOAD_IF_CHANGED = Script(_LOAD_IF_CHANGED)
 DELETE = Script(_DELETE)
 RENEW = Script(_RENEW)
 RELEASE = Script(_RELEASE)
-INDEX_STATS = Script(_INDEX_STATS)
+REGISTER = Script(_REGISTER)
+LEGACY_POP = Script(_LEGACY_POP)
+ADOPT = Script(_ADOPT)
 ACQUIRE = Script(_ACQUIRE)
 TURN_STATUS = Script(_TURN_STATUS)
 PAGE = Script(_PAGE)
