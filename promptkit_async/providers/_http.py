@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import httpx
 
+from .. import _telemetry
 from .._exceptions import (
     ProviderError,
     ProviderStatusError,
@@ -313,6 +314,9 @@ class HTTPProvider(AsyncResource):
             delay = random.uniform(0, cap)
         else:
             delay = retry_after
+        telemetry = _telemetry.active
+        if telemetry is not None:
+            telemetry.retrying(self._provider_name, attempt + 1, delay)
         logger.info(
             "%s: retrying in %.2fs (retry %d of %d) after: %s",
             self._provider_name,
