@@ -16,6 +16,8 @@ forwarding it:
   commits (``Turn.fence``): a holder whose lease was lost cannot write.
 - :class:`SupportsHistory`: the kept history for a UI: pages older than a
   message id, a count, and a whole conversation restored at once (an import).
+- :class:`SupportsSummaries`: a rolling summary of what left the window,
+  loaded with the window in one step and replaced by compare-and-set.
 
 A session checks these once per store, never per call, and passes a store
 nothing its protocols do not declare.
@@ -26,13 +28,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._config import DEFAULT_TTL, check_limit, check_owner, check_session_id, ttl_seconds
-from .._exceptions import InvalidMessage
+from .._exceptions import InvalidMessage, MessageNotFound
 from .._messages import Message
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._locks import LockRegistry
+    from .._summary import Summary
     from .._types import TTL
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
+    "SupportsSummaries",
     "SupportsTurns",
     "Turn",
     "TurnOutcome",
@@ -113,6 +117,7 @@ class _TurnFields(NamedTuple):
     fence: str | None
     owner: str | None = None
     after: str | None = None
+    replace_last: str | None = None
 
 
 class Turn(_TurnFields):
@@ -141,11 +146,20 @@ class Turn(_TurnFields):
             one (an edit, a regenerated reply), then appends ``messages``; an
             id the session does not keep fails it (``MessageNotFound``). With
             ``after``, ``messages`` may be empty (a truncation).
+        replace_last: a message id: the commit first removes the session's
+            newest message, which must still be the one with that id, then
+            appends ``messages`` (none: a removal). When the newest kept
+            message is another one, or there is none, the commit is refused
+            with ``MessageNotFound`` and writes nothing. A compare-and-set on
+            the tail: a read-modify-write of the newest message (a pop) never
+            removes a message another writer added after it was read. Ids are
+            unique within a session until it is deleted, so a check by id
+            cannot be fooled by a later message. Not together with ``after``.
 
     Raises:
         InvalidSessionId: a bad session id.
         InvalidMessage: no messages, or an item that is not a Message.
-        TypeError, ValueError: a bad ttl, max_messages or turn_id.
+        TypeError, ValueError: a bad ttl, max_messages, turn_id, after or replace_last.
     """
 
     __slots__ = ()
@@ -161,6 +175,7 @@ class Turn(_TurnFields):
         fence: str | None = None,
         owner: str | None = None,
         after: str | None = None,
+        replace_last: str | None = None,
     ) -> Turn:
         session_id = check_session_id(session_id)
         seconds = ttl_seconds(ttl)
@@ -168,9 +183,16 @@ class Turn(_TurnFields):
         batch = messages if type(messages) is tuple else tuple(messages)
         if after is not None and (type(after) is not str or not after):
             raise TypeError(f"after must be a message id (a non-empty str), got {after!r}")
+        if replace_last is not None:
+            if type(replace_last) is not str or not replace_last:
+                raise TypeError(
+                    f"replace_last must be a message id (a non-empty str), got {replace_last!r}"
+                )
+            if after is not None:
+                raise ValueError("a turn takes after or replace_last, not both")
         if owner is not None:
             owner = check_owner(owner)
-        if not batch and after is None:
+        if not batch and after is None and replace_last is None:
             raise InvalidMessage("a turn writes at least one message")
         for i, m in enumerate(batch):
             if type(m) is not Message and not isinstance(m, Message):
@@ -180,7 +202,8 @@ class Turn(_TurnFields):
         if fence is not None and (type(fence) is not str or not fence):
             raise TypeError(f"fence must be a non-empty str or None, got {fence!r}")
         return tuple.__new__(
-            cls, (session_id, batch, turn_id, seconds, max_messages, fence, owner, after)
+            cls,
+            (session_id, batch, turn_id, seconds, max_messages, fence, owner, after, replace_last),
         )
 
     def __repr__(self) -> str:
@@ -188,7 +211,7 @@ class Turn(_TurnFields):
             f"Turn(session_id={self.session_id!r}, turn_id={self.turn_id!r}, "
             f"messages={len(self.messages)}, ttl={self.ttl!r}, "
             f"max_messages={self.max_messages!r}, fenced={self.fence is not None}, "
-            f"owner={self.owner!r}, after={self.after!r})"
+            f"owner={self.owner!r}, after={self.after!r}, replace_last={self.replace_last!r})"
         )
 
 
@@ -208,8 +231,19 @@ def trusted_turn(
     staged message when it was added.
     """
     return tuple.__new__(
-        Turn, (session_id, messages, turn_id, ttl, max_messages, fence, owner, after)
+        Turn, (session_id, messages, turn_id, ttl, max_messages, fence, owner, after, None)
     )
+
+
+def not_newest(session_id: str, message_id: str) -> MessageNotFound:
+    """The refusal of a ``Turn.replace_last`` whose message is no longer the newest."""
+    error = MessageNotFound(session_id, message_id)
+    # The same class as for ``after`` (no kept message fits), with what happened.
+    error.args = (
+        f"session {session_id!r}: its newest message is not {message_id!r} (the history "
+        "changed since it was read, or is empty); nothing was written",
+    )
+    return error
 
 
 @runtime_checkable
@@ -232,6 +266,8 @@ class SupportsTurns(Protocol):
                 twice); settle it by ``.turn_id``.
             StoreRejected: the store refused the write; nothing was written.
             LockLost: ``turn.fence`` is not the current lease; nothing was written.
+            MessageNotFound: ``turn.after`` is not kept, or ``turn.replace_last``
+                is not the newest message; nothing was written.
         """
         ...
 
@@ -312,4 +348,35 @@ class SupportsHistory(Protocol):
         ttl: TTL = DEFAULT_TTL,
     ) -> list[Message]:
         """Write a whole conversation at once; raises SessionExists unless ``replace``."""
+        ...
+
+
+@runtime_checkable
+class SupportsSummaries(Protocol):
+    """A conversation's rolling summary, kept beside its history.
+
+    A summary is valid while the message it covers up to is still the one with
+    that id (or has been dropped by retention, all kept messages being newer):
+    a rewind or a fork before it makes it void, and the store stops returning it.
+    """
+
+    async def load_summarized(
+        self, session_id: str, longest: int | None
+    ) -> tuple[list[Message], Summary | None]:
+        """In one step: the valid summary (or None) and the kept messages after the
+        one it covers (all kept ones without a summary), the newest ``longest``
+        of them (None: all), oldest first."""
+        ...
+
+    async def write_summary(
+        self, session_id: str, summary: Summary, *, previous: str | None
+    ) -> bool:
+        """Replace the summary of version ``previous`` (None: there is none valid)
+        by ``summary``, in one atomic step; False, writing nothing, when the
+        current summary is another, the conversation is gone, or its message
+        ``summary.upto`` is not kept with that id (rewound meanwhile)."""
+        ...
+
+    async def summary(self, session_id: str) -> Summary | None:
+        """The valid summary, or None."""
         ...

@@ -35,6 +35,8 @@ from .._exceptions import (
 from .._info import UNCHANGED, ConversationInfo, ConversationPage
 from .._messages import message_bytes, stamped
 from .._metrics import StateMetrics
+from .._summaries import close_summaries, summary_figures
+from ._contract import not_newest
 from ._shared import (
     BaseStore,
     aborted_earlier,
@@ -42,13 +44,16 @@ from ._shared import (
     check_fork,
     check_info_update,
     check_page,
+    check_summary_write,
     restored,
+    summary_stamped,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from .._messages import Message
+    from .._summary import Summary
     from .._types import TTL, JSONValue
     from ._contract import Turn, TurnOutcome
 
@@ -86,6 +91,7 @@ class _History:
         "next_id",
         "owner",
         "size",
+        "summary",
         "title",
         "turns",
     )
@@ -110,6 +116,20 @@ class _History:
         # O(1) checks; insertion order is the age order).
         self.turns: dict[str, bool] = {}
         self.size = 0
+        self.summary: Summary | None = None
+
+    def valid_summary(self) -> Summary | None:
+        """The summary, while the message it covers up to is still that one."""
+        summary = self.summary
+        if summary is None:
+            return None
+        number = summary.upto_number
+        base = self.next_id - len(self.messages)
+        if number < base:
+            return summary  # dropped by retention: every kept message is newer
+        if number >= self.next_id or self.messages[number - base].id != summary.upto:
+            return None  # rewound before it
+        return summary
 
     def remember(self, turn_id: str, applied: bool) -> None:
         turns = self.turns
@@ -170,6 +190,7 @@ class MemoryStore(BaseStore):
 
     async def aclose(self) -> None:
         self._closed = True
+        await close_summaries(self)
 
     def _live(self, session_id: str, now: float) -> _History | None:
         hist = self._data.get(session_id)
@@ -235,6 +256,59 @@ class MemoryStore(BaseStore):
         self._instruments.loaded(session_id, started, len(window))
         return window
 
+    # -- summaries ---------------------------------------------------------------
+
+    async def load_summarized(
+        self, session_id: str, longest: int | None
+    ) -> tuple[list[Message], Summary | None]:
+        """The valid summary and the newest ``longest`` kept messages after it."""
+        session_id = check_session_id(session_id)
+        check_limit("longest", longest)
+        started = perf_counter()
+        hist = self._live(session_id, self._clock())
+        if hist is None:
+            self._instruments.loaded(session_id, started, 0)
+            return [], None
+        summary = hist.valid_summary()
+        stored = hist.messages
+        start = 0
+        if summary is not None:
+            start = max(0, summary.upto_number + 1 - (hist.next_id - len(stored)))
+        if longest is not None:
+            start = max(start, len(stored) - longest)
+        window = stored[start:]
+        self._instruments.loaded(session_id, started, len(window))
+        return window, summary
+
+    async def write_summary(
+        self, session_id: str, summary: Summary, *, previous: str | None
+    ) -> bool:
+        """Replace the summary of version ``previous`` by ``summary`` (see the contract)."""
+        session_id = check_session_id(session_id)
+        check_summary_write(summary, previous)
+        hist = self._live(session_id, self._clock())
+        if hist is None:
+            return False
+        current = hist.valid_summary()
+        if (None if current is None else current.version) != previous:
+            return False
+        number = summary.upto_number
+        base = hist.next_id - len(hist.messages)
+        if number >= hist.next_id or number < base:
+            return False
+        if hist.messages[number - base].id != summary.upto:
+            return False
+        if current is not None and number <= current.upto_number:
+            return False
+        hist.summary = summary_stamped(summary, self._wall_clock())
+        return True
+
+    async def summary(self, session_id: str) -> Summary | None:
+        """The valid summary of the conversation, or None."""
+        session_id = check_session_id(session_id)
+        hist = self._live(session_id, self._clock())
+        return None if hist is None else hist.valid_summary()
+
     async def count(self, session_id: str) -> int:
         """How many messages the session keeps (0 if none)."""
         hist = self._live(check_session_id(session_id), self._clock())
@@ -262,17 +336,22 @@ class MemoryStore(BaseStore):
                 raise aborted_earlier(turn)
             if turn.owner is not None and hist.owner not in (None, turn.owner):
                 raise OwnerMismatch(session_id)
-        cut = -1
+        keep = -1  # how many messages the rewind keeps (-1: no rewind)
         if turn.after is not None:
             cut = -1 if hist is None else _position(hist.messages, turn.after, hist)
             if cut < 0:
                 raise MessageNotFound(session_id, turn.after)
+            keep = cut + 1
+        elif turn.replace_last is not None:
+            if hist is None or not hist.messages or hist.messages[-1].id != turn.replace_last:
+                raise not_newest(session_id, turn.replace_last)
+            keep = len(hist.messages) - 1
         if hist is None:
             hist = self._data[session_id] = _History()
         hist.remember(turn.turn_id, True)
-        if cut >= 0 and cut + 1 < len(hist.messages):
-            dropped = hist.messages[cut + 1 :]
-            del hist.messages[cut + 1 :]
+        if 0 <= keep < len(hist.messages):
+            dropped = hist.messages[keep:]
+            del hist.messages[keep:]
             freed = sum(_approx_size(m) for m in dropped)
             hist.size -= freed
             self._bytes_total -= freed
@@ -558,6 +637,7 @@ class MemoryStore(BaseStore):
             storage_used=self._bytes_total,
             sampled=active,
             exact=True,
+            **summary_figures(self),
         )
 
 

@@ -47,6 +47,7 @@ from ..._exceptions import (
 )
 from ..._info import UNCHANGED, ConversationInfo, ConversationPage
 from ..._messages import stamped
+from .._contract import not_newest
 from .._shared import aborted_earlier, restored
 from ._errors import is_busy, store_error
 
@@ -203,6 +204,7 @@ class Database:
         keys = [(sid,) for sid in sids]
         conn.executemany("DELETE FROM messages WHERE sid = ?", keys)
         conn.executemany("DELETE FROM turns WHERE sid = ?", keys)
+        conn.executemany("DELETE FROM summaries WHERE sid = ?", keys)
         conn.executemany("DELETE FROM sessions WHERE sid = ?", keys)
 
     def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
@@ -255,6 +257,16 @@ class Database:
         if found is None or _record_id(found[0], number) != message_id:
             return None
         return number
+
+    def _before_newest(self, conn: sqlite3.Connection, sid: int, message_id: str) -> int | None:
+        """The number just before the newest kept message, if that one has id ``message_id``
+        (-1 when it is the only one; None: the newest is another, or there is none)."""
+        found = conn.execute(
+            "SELECT seq, record FROM messages WHERE sid = ? ORDER BY seq DESC LIMIT 1", (sid,)
+        ).fetchone()
+        if found is None or _record_id(found[1], found[0]) != message_id:
+            return None
+        return int(found[0]) - 1
 
     def _remember(self, conn: sqlite3.Connection, sid: int, count: int, turn_id: str) -> None:
         """Record an abort marker as the session's turn number ``count``."""
@@ -432,10 +444,14 @@ class Database:
                 raise OwnerMismatch(session_id)
             if turn.after is not None:
                 at = self._position(conn, row.sid, turn.after)
+            elif turn.replace_last is not None:
+                at = self._before_newest(conn, row.sid, turn.replace_last)
         elif self._aborted_before(conn, session_id, turn.turn_id, now):
             raise aborted_earlier(turn)
         if turn.after is not None and at is None:
             raise MessageNotFound(session_id, turn.after)
+        if turn.replace_last is not None and at is None:
+            raise not_newest(session_id, turn.replace_last)
         if row is None:
             cursor = conn.execute("INSERT INTO sessions (id) VALUES (?)", (session_id,))
             assert cursor.lastrowid is not None
