@@ -16,6 +16,7 @@ from ._env import ProviderName as ProviderName
 from ._env import provider_from_env as provider_from_env
 from ._env import store_from_env as store_from_env
 from ._env import store_from_url as store_from_url
+from ._exceptions import CommitNotReplicated as CommitNotReplicated
 from ._exceptions import CommitOutcomeUnknown as CommitOutcomeUnknown
 from ._exceptions import ConversationExists as ConversationExists
 from ._exceptions import ConversationNotFound as ConversationNotFound
@@ -64,6 +65,12 @@ from ._reply import RunStop as RunStop
 from ._session import Session as Session
 from ._settings import SessionOptions as SessionOptions
 from ._settings import SessionSettings as SessionSettings
+from ._summaries import flush_summaries as flush_summaries
+from ._summary import DEFAULT_SUMMARY_PROMPT as DEFAULT_SUMMARY_PROMPT
+from ._summary import LLMSummarizer as LLMSummarizer
+from ._summary import Summarizer as Summarizer
+from ._summary import SummarizerLike as SummarizerLike
+from ._summary import Summary as Summary
 from ._tools import Tool as Tool
 from ._tools import tool as tool
 from ._trim import TokenCounter as TokenCounter
@@ -95,6 +102,7 @@ from .stores import Store as Store
 from .stores import SupportsHistory as SupportsHistory
 from .stores import SupportsLeases as SupportsLeases
 from .stores import SupportsLocks as SupportsLocks
+from .stores import SupportsSummaries as SupportsSummaries
 from .stores import SupportsTurns as SupportsTurns
 from .stores import Turn as Turn
 from .stores import TurnOutcome as TurnOutcome
@@ -106,6 +114,7 @@ __all__ = [
     "AnthropicProvider",
     "AudioPart",
     "BaseStore",
+    "CommitNotReplicated",
     "CommitOutcomeUnknown",
     "ConversationExists",
     "ConversationInfo",
@@ -119,6 +128,7 @@ __all__ = [
     "DEFAULT_MAX_STORED",
     "DEFAULT_OLLAMA_MODEL",
     "DEFAULT_OPENAI_MODEL",
+    "DEFAULT_SUMMARY_PROMPT",
     "DEFAULT_TTL",
     "FilePart",
     "GeminiProvider",
@@ -127,6 +137,7 @@ __all__ = [
     "InvalidMessage",
     "InvalidSessionId",
     "JSONValue",
+    "LLMSummarizer",
     "LatencySummary",
     "Lease",
     "LockLost",
@@ -176,9 +187,13 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "StreamEvent",
+    "Summarizer",
+    "SummarizerLike",
+    "Summary",
     "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
+    "SupportsSummaries",
     "SupportsTurns",
     "TTL",
     "TextDelta",
@@ -192,6 +207,7 @@ __all__ = [
     "TurnStatus",
     "UnsupportedServer",
     "estimate_tokens",
+    "flush_summaries",
     "provider_from_env",
     "store_from_env",
     "store_from_url",

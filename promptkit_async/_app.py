@@ -15,6 +15,7 @@ from ._plan import plan_for
 from ._resources import AsyncResource
 from ._session import Session
 from ._settings import SessionSettings
+from ._summaries import close_summaries
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -122,6 +123,8 @@ class Conversations(AsyncResource):
         self._closed = True
         if self._owns:
             try:
+                # The background summaries first: they may be using the provider.
+                await close_summaries(self.store)
                 if self.provider is not None:
                     await self.provider.aclose()
             finally:

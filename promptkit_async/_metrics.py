@@ -44,6 +44,14 @@ class Observer(Protocol):
 
     def on_error(self, operation: str, session_id: str | None, error: BaseException) -> None: ...
 
+    def on_summary(self, session_id: str, seconds: float, covered: int) -> None:
+        """A rolling summary was written in the background: ``covered`` messages in all,
+        ``seconds`` the summarizer call and the write took."""
+        ...
+
+
+_HOOKS = ("on_load", "on_save", "on_error", "on_summary")
+
 
 class Observers:
     """The observers of one store; dispatch never lets an observer break a turn."""
@@ -66,8 +74,10 @@ class Observers:
         return tuple(self._items)
 
     def add(self, observer: object) -> None:
-        if not any(hasattr(observer, m) for m in ("on_load", "on_save", "on_error")):
-            raise TypeError(f"{type(observer).__name__} has none of on_load / on_save / on_error")
+        if not any(hasattr(observer, m) for m in _HOOKS):
+            raise TypeError(
+                f"{type(observer).__name__} has none of on_load / on_save / on_error / on_summary"
+            )
         self._items.append(observer)
 
     def remove(self, observer: object) -> None:
@@ -167,6 +177,10 @@ class StateMetrics:
         storage_used: bytes used by the sessions' keys (Redis: MEMORY USAGE).
         sampled: how many sessions the averages were computed from.
         exact: False when avg_history_size/storage_used are estimated from a sample.
+        summaries_written: rolling summaries this process wrote in the background.
+        summaries_failed: summarizer calls (or their writes) that failed, each
+            tried again later.
+        summaries_pending: sessions with a summary being written or due a retry.
     """
 
     active_sessions: int
@@ -176,6 +190,9 @@ class StateMetrics:
     storage_used: int
     sampled: int
     exact: bool
+    summaries_written: int = 0
+    summaries_failed: int = 0
+    summaries_pending: int = 0
 
     def alerts(
         self,

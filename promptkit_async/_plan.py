@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._exceptions import SessionBusy
 from ._locks import LockRegistry
-from .stores._contract import Store, SupportsLeases, SupportsLocks, SupportsTurns
+from .stores._contract import (
+    Store,
+    SupportsLeases,
+    SupportsLocks,
+    SupportsSummaries,
+    SupportsTurns,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,7 +71,7 @@ async def release(locks: LockRegistry, session_id: str, entry: object, lease: Le
 class StorePlan:
     """The capabilities of one store, as a session uses them."""
 
-    __slots__ = ("leases", "locks", "turns")
+    __slots__ = ("leases", "locks", "summaries", "turns")
 
     def __init__(self, store: object) -> None:
         if not isinstance(store, Store):
@@ -85,6 +91,7 @@ class StorePlan:
         self.locks: LockRegistry = locks
         self.turns = isinstance(store, SupportsTurns)
         self.leases = isinstance(store, SupportsLeases)
+        self.summaries = isinstance(store, SupportsSummaries)
         if self.leases and not self.turns:
             raise TypeError(
                 f"{type(store).__name__} offers leases but not turns (commit, settle_turn): "

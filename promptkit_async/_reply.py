@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import _telemetry
+from ._compact import compacted
 from ._exceptions import MessageTooLarge, ProviderStreamError
 from ._messages import Message
 from ._resources import AsyncResource
@@ -65,16 +67,19 @@ async def run_reply(
     budget = min(settings.max_message_bytes, settings.max_turn_bytes - staged)
     pending = list(session.pending)
     window = trim(
-        [*history, *pending, user],
-        settings.max_messages,
-        max_tokens=settings.max_tokens,
+        compacted([*history, *pending, user], settings),
+        session.window_limit,
+        max_tokens=session.window_budget,
         count_tokens=settings.token_counter,
     )
     if not window or window[-1] is not user:  # a token budget smaller than the question
         window = _minimal_window([*history, *pending], user)
     reply: Message | None = None
     received = 0
-    events = provider.stream_reply(window, system=settings.system)
+    events = provider.stream_reply(window, system=session.system_prompt)
+    telemetry = _telemetry.active
+    if telemetry is not None:
+        events = telemetry.provider_call(session, provider, window, (), events)
     try:
         async for event in events:
             if type(event) is TextDelta:

@@ -19,8 +19,11 @@ import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
+from . import _telemetry
+from ._compact import compacted
 from ._config import check_session_id
 from ._exceptions import (
+    CommitNotReplicated,
     InvalidMessage,
     MessageNotFound,
     SessionStateError,
@@ -31,6 +34,8 @@ from ._messages import Message
 from ._plan import plan_for, release, settle_after_cancel
 from ._reply import ReplyStream, run_reply
 from ._settings import DEFAULT_SETTINGS, SessionSettings
+from ._summaries import fold_plan, work_for
+from ._summary import with_summary
 from ._toolloop import run_tools
 from ._tools import Tool
 from ._trim import trim
@@ -43,8 +48,10 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
     from ._settings import SessionOptions
+    from ._summary import Summary
+    from ._telemetry import TurnTrace
     from .providers._base import Provider
-    from .stores._contract import Lease, Store, SupportsTurns
+    from .stores._contract import Lease, Store, SupportsSummaries, SupportsTurns
 
 __all__ = ["Session"]
 
@@ -85,6 +92,8 @@ class Session:
         "_plan",
         "_state",
         "_stream",
+        "_summary",
+        "_trace",
         "provider",
         "session_id",
         "settings",
@@ -117,6 +126,14 @@ class Session:
         self._committed: tuple[Message, ...] = ()
         self._after: str | None = None  # a rewind: the message the commit truncates after
         self._stream: ReplyStream | None = None
+        self._trace: TurnTrace | None = None  # None: telemetry off
+        self._summary: Summary | None = None
+        if self.settings.summarizer is not None and not self._plan.summaries:
+            raise TypeError(
+                f"{type(store).__name__} keeps no summaries (it lacks load_summarized, "
+                "write_summary and summary: see promptkit_async.SupportsSummaries); "
+                "use it without a summarizer"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -133,22 +150,26 @@ class Session:
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
         self._state = _State.OPEN
+        telemetry = _telemetry.active
+        if telemetry is not None:
+            self._trace = telemetry.turn(self)
         plan = self._plan
         timeout = self.settings.lock_timeout
         started = perf_counter()
         try:
             self._entry = await plan.locks.acquire(self.session_id, timeout)
-        except BaseException:
+        except BaseException as exc:
             self._state = _State.CLOSED
+            self._end_trace(exc)
             raise
         try:
             if plan.leases:
                 self._lease = await plan.take_lease(self.store, self.session_id, timeout, started)
             if not self.settings.lazy:
                 await self._load()
-        except BaseException:
+        except BaseException as exc:
             self._state = _State.CLOSED
-            await self._release()
+            await self._release_traced(exc)
             raise
         return self
 
@@ -160,6 +181,7 @@ class Session:
     ) -> None:
         if self._state is not _State.OPEN:
             return
+        error = exc
         try:
             stream = self._stream
             if stream is not None:
@@ -169,15 +191,36 @@ class Session:
                     await self._commit()
             elif self.settings.on_error == "commit" and self._pending:
                 await self._commit_after_error(exc)
+        except BaseException as failure:
+            error = failure
+            raise
         finally:
             self._state = _State.CLOSED
-            await self._release()
+            if self._trace is None:
+                await self._release()
+            else:
+                await self._release_traced(error)
 
     async def _release(self) -> None:
         entry, self._entry = self._entry, None
         lease, self._lease = self._lease, None
         if entry is not None:
             await release(self._plan.locks, self.session_id, entry, lease)
+
+    async def _release_traced(self, error: BaseException | None) -> None:
+        """Release, then end the turn's trace (if any) whatever the release did."""
+        try:
+            await self._release()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._end_trace(error)
+
+    def _end_trace(self, error: BaseException | None) -> None:
+        trace, self._trace = self._trace, None
+        if trace is not None:
+            trace.end(error)
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -191,7 +234,18 @@ class Session:
     async def _load(self) -> tuple[Message, ...]:
         settings = self.settings
         try:
-            loaded = await self.store.load(self.session_id, settings.max_messages)
+            if settings.summarizer is not None:
+                loaded = await (
+                    self._load_summarized()
+                    if self._trace is None
+                    else self._trace.load(self._load_summarized())
+                )
+            elif self._trace is None:
+                loaded = await self.store.load(self.session_id, settings.max_messages)
+            else:
+                loaded = await self._trace.load(
+                    self.store.load(self.session_id, settings.max_messages)
+                )
         except StoreUnavailable as exc:
             if settings.on_load_error != "empty":
                 raise
@@ -202,14 +256,60 @@ class Session:
             )
             loaded = []
         if settings.max_tokens is not None or (loaded and loaded[0].role == "tool"):
-            loaded = trim(
-                loaded,
-                settings.max_messages,
-                max_tokens=settings.max_tokens,
-                count_tokens=settings.token_counter,
+            # Counted as sent (compacted), kept as stored: the same suffix.
+            kept = len(
+                trim(
+                    compacted(loaded, settings),
+                    self.window_limit,
+                    max_tokens=self.window_budget,
+                    count_tokens=settings.token_counter,
+                )
             )
+            loaded = loaded[len(loaded) - kept :]
         self._history = tuple(loaded)
         return self._history
+
+    async def _load_summarized(self) -> list[Message]:
+        """The summary and the messages after it, in the load's one round trip."""
+        store = cast("SupportsSummaries", self.store)
+        limit = self.settings.max_messages
+        assert limit is not None  # a summarizer needs it (checked by the settings)
+        loaded, self._summary = await store.load_summarized(self.session_id, 3 * limit)
+        return loaded
+
+    @property
+    def summary(self) -> Summary | None:
+        """The conversation's rolling summary as loaded (None: none yet, or no summarizer).
+
+        What the window leaves out: it covers every message up to
+        ``summary.upto``, and the window starts right after it.
+        """
+        return self._summary
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system text a provider is sent: the ``system`` setting, then the summary."""
+        return with_summary(self.settings.system, self._summary)
+
+    @property
+    def window_limit(self) -> int | None:
+        """How many messages the window may hold: ``max_messages``, or with a summarizer
+        every message after the summary (the summary covers the rest)."""
+        settings = self.settings
+        return None if settings.summarizer is not None else settings.max_messages
+
+    @property
+    def window_budget(self) -> int | None:
+        """``max_tokens`` less what the system prompt and the summary take: what the
+        window may use (None: no budget)."""
+        settings = self.settings
+        budget = settings.max_tokens
+        if budget is None:
+            return None
+        system = self.system_prompt
+        if system:
+            budget -= settings.token_counter(Message("system", system))
+        return max(0, budget)
 
     async def load(self) -> tuple[Message, ...]:
         """The trimmed history, loading it now if the session is lazy."""
@@ -256,13 +356,14 @@ class Session:
         """What a provider is sent: system prompt, trimmed history, then staged messages."""
         settings = self.settings
         window = trim(
-            [*self.history, *self._pending],
-            settings.max_messages,
-            max_tokens=settings.max_tokens,
+            compacted([*self.history, *self._pending], settings),
+            self.window_limit,
+            max_tokens=self.window_budget,
             count_tokens=settings.token_counter,
         )
-        if settings.system is not None:
-            window.insert(0, Message("system", settings.system))
+        system = self.system_prompt
+        if system is not None:
+            window.insert(0, Message("system", system))
         return window
 
     def add(self, *messages: Message) -> None:
@@ -345,22 +446,56 @@ class Session:
             self._after,
         )
         plan = self._plan
-        if plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
-            try:
-                stored = await cast("SupportsTurns", self.store).commit(turn)
-            except asyncio.CancelledError:
-                await settle_after_cancel(self.store, turn, settings.commit_grace)
-                raise
-        else:
-            stored = await plan.commit(self.store, turn, settings.commit_grace)
+        try:
+            if self._trace is not None:
+                stored = await self._trace.commit(
+                    turn, plan.commit(self.store, turn, settings.commit_grace)
+                )
+            elif plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
+                try:
+                    stored = await cast("SupportsTurns", self.store).commit(turn)
+                except asyncio.CancelledError:
+                    await settle_after_cancel(self.store, turn, settings.commit_grace)
+                    raise
+            else:
+                stored = await plan.commit(self.store, turn, settings.commit_grace)
+        except CommitNotReplicated as exc:
+            # Stored (on the primary, once), only not acknowledged by enough
+            # replicas: the block's state is that of a commit, and the
+            # exception tells the caller.
+            self._committed = exc.messages or turn.messages
+            self._after = None
+            self._pending = []
+            self._pending_bytes = 0
+            raise
         self._committed = turn.messages if stored is None else tuple(stored)
         self._after = None
         self._pending = []
         self._pending_bytes = 0
+        if settings.summarizer is not None:
+            self._summarize_later()
+
+    def _summarize_later(self) -> None:
+        """Ask the store's background work for a summary, if the window left some behind."""
+        settings = self.settings
+        window = settings.max_messages
+        assert window is not None  # a summarizer needs it (checked by the settings)
+        uncovered = len(self._history or ()) + len(self._committed)
+        if uncovered - window > settings.summary_lag:
+            work_for(self.store).schedule(
+                self.session_id,
+                fold_plan(
+                    settings.summarizer, window, settings.summary_lag, settings.summary_timeout
+                ),
+            )
 
     async def _commit_after_error(self, exc: BaseException | None) -> None:
         try:
             await self._commit()
+        except CommitNotReplicated as commit_exc:
+            logger.warning("session %r: commit after error: %s", self.session_id, commit_exc)
+            if exc is not None and sys.version_info >= (3, 11):
+                exc.add_note(f"promptkit_async: the staged messages were saved: {commit_exc}")
         except Exception as commit_exc:
             logger.warning(
                 "session %r: commit after error failed, %d messages unsaved: %s",

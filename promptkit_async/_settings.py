@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
+from ._compact import DEFAULT_TOOL_OUTPUT_THRESHOLD
 from ._config import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, check_limit, check_owner, ttl_seconds
 from ._exceptions import InvalidMessage, MessageTooLarge
 from ._messages import Message, message_bytes
+from ._summary import SummarizerLike, as_summarizer
 from ._trim import TokenCounter, estimate_tokens
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 DEFAULT_MAX_TURN_BYTES: Final = 4 << 20
 #: How long a cancelled block keeps waiting for its in-flight commit.
 DEFAULT_COMMIT_GRACE: Final = 10.0
+#: How long a summarizer call may take before it counts as failed.
+DEFAULT_SUMMARY_TIMEOUT: Final = 120.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,6 +71,22 @@ class SessionSettings:
         owner: who the conversation belongs to: its first commit records it, and
             a commit naming another owner is refused (``OwnerMismatch``),
             writing nothing. None: not recorded, not checked.
+        keep_tool_turns: compaction of stale tool output in what is sent (off
+            when None, the default): tool results from before the last
+            ``keep_tool_turns`` turns and over ``tool_output_threshold`` bytes
+            are sent as a placeholder naming their size. Storage keeps them whole.
+        tool_output_threshold: bytes above which an old tool result is compacted.
+        summarizer: folds what leaves the window into a rolling summary, sent
+            after the system prompt (a :class:`Summarizer` such as
+            :class:`LLMSummarizer`, or an async function of ``(previous,
+            messages)``). It runs in the background after the commit; the
+            window is then the messages after the summary, from
+            ``max_messages`` to ``3 * max_messages`` while it catches up.
+        summary_lag: messages older than the window that may stay unsummarized
+            before a summary is written (0: fold after every turn that needs it;
+            more: fewer, larger summarizer calls).
+        summary_timeout: seconds a summarizer call may take before it counts
+            as failed (and is tried again later).
 
     Raises:
         TypeError, ValueError: a setting of the wrong type or out of range,
@@ -87,6 +107,11 @@ class SessionSettings:
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     commit_grace: float = DEFAULT_COMMIT_GRACE
     owner: str | None = None
+    keep_tool_turns: int | None = None
+    tool_output_threshold: int = DEFAULT_TOOL_OUTPUT_THRESHOLD
+    summarizer: SummarizerLike | None = None
+    summary_lag: int = 0
+    summary_timeout: float = DEFAULT_SUMMARY_TIMEOUT
 
     def __post_init__(self) -> None:
         check_limit("max_messages", self.max_messages)
@@ -115,6 +140,22 @@ class SessionSettings:
             if value is None:
                 raise TypeError(f"{limit} must be an int, got None")
             check_limit(limit, value)
+        check_limit("keep_tool_turns", self.keep_tool_turns)
+        if self.tool_output_threshold is None:
+            raise TypeError("tool_output_threshold must be an int, got None")
+        check_limit("tool_output_threshold", self.tool_output_threshold, minimum=0)
+        if self.summarizer is not None:
+            as_summarizer(self.summarizer)
+            if self.max_messages is None:
+                raise ValueError(
+                    "a summarizer folds what leaves the window: it needs max_messages (an int)"
+                )
+        if self.summary_lag is None:
+            raise TypeError("summary_lag must be an int, got None")
+        check_limit("summary_lag", self.summary_lag, minimum=0)
+        patience = self.summary_timeout
+        if not (_is_number(patience) and 0 < patience < math.inf):
+            raise ValueError(f"summary_timeout must be > 0 seconds, got {patience!r}")
         grace = self.commit_grace
         if not (_is_number(grace) and 0 <= grace < math.inf):
             raise ValueError(f"commit_grace must be >= 0 seconds, got {grace!r}")
@@ -217,3 +258,8 @@ class SessionOptions(TypedDict, total=False):
     max_turn_bytes: int
     commit_grace: float
     owner: str | None
+    keep_tool_turns: int | None
+    tool_output_threshold: int
+    summarizer: SummarizerLike | None
+    summary_lag: int
+    summary_timeout: float

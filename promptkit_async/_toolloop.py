@@ -16,6 +16,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+from . import _telemetry
+from ._compact import compacted
 from ._exceptions import MessageTooLarge, ProviderStreamError
 from ._messages import Message
 from ._reply import RunOutcome, RunStop, aclose_events
@@ -61,7 +63,12 @@ async def run_tools(
             )
             reply = None
             received = 0
-            events = cast("Any", provider).stream_reply(window, system=settings.system, tools=tools)
+            events = cast("Any", provider).stream_reply(
+                window, system=session.system_prompt, tools=tools
+            )
+            telemetry = _telemetry.active
+            if telemetry is not None:
+                events = telemetry.provider_call(session, provider, window, tools, events)
             try:
                 async for event in cast("AsyncIterator[StreamEvent]", events):
                     if type(event) is TextDelta:
@@ -112,11 +119,13 @@ def _window(session: Session, history: Sequence[Message], made: list[Message]) -
     before it would be refused by every API.
     """
     settings = session.settings
-    limit = settings.max_messages
+    limit = session.window_limit
+    # Compacted as a whole, so that this run counts as the newest turn.
+    whole = compacted([*history, *session.pending, *made], settings)
     earlier = trim(
-        [*history, *session.pending],
+        whole[: len(whole) - len(made)],
         None if limit is None else max(0, limit - len(made)),
-        max_tokens=settings.max_tokens,
+        max_tokens=session.window_budget,
         count_tokens=settings.token_counter,
     )
     return [*earlier, *made]
@@ -129,6 +138,13 @@ async def _run_calls(calls: Sequence[ToolCall], by_name: dict[str, Tool]) -> lis
 
 
 async def _run_call(call: ToolCall, by_name: dict[str, Tool]) -> Message:
+    telemetry = _telemetry.active
+    if telemetry is not None:
+        return await telemetry.tool(call, _call_tool(call, by_name))
+    return await _call_tool(call, by_name)
+
+
+async def _call_tool(call: ToolCall, by_name: dict[str, Tool]) -> Message:
     tool = by_name.get(call.name)
     if tool is None:
         known = ", ".join(sorted(by_name)) or "none"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from promptkit_async import Message, RedisStore, Session
+from promptkit_async import Message, RedisStore, Session, SQLiteStore, Summary
 
 from .conftest import free_port
 
@@ -486,3 +486,19 @@ def test_chat_on_an_sqlite_file_remembers_across_runs(tmp_path: Path) -> None:
     exported = run("export", "ada", env=env)
     assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 4
     assert run("history", "ada", "--store", "sqlite:///").returncode == 2  # a bad URL
+
+
+async def test_history_shows_the_summary_and_what_it_covers(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with SQLiteStore(str(path)) as store:
+        await store.append("ada", [Message.user(f"m{i}") for i in range(5)])
+        summary = Summary("Ada likes tea.", upto="2", covered=3, version="v1")
+        assert await store.write_summary("ada", summary, previous=None)
+    url = f"sqlite:///{path}"
+    text = run("history", "ada", "--store", url)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[:2] == ["summary of the 3 messages up to 2:", "  Ada likes tea."]
+    as_json = json.loads(run("history", "ada", "--store", url, "--json").stdout)
+    assert as_json["summary"]["text"] == "Ada likes tea." and as_json["summary"]["upto"] == "2"
+    assert as_json["summary"]["covered"] == 3 and len(as_json["messages"]) == 5

@@ -45,10 +45,20 @@ async def history(args: argparse.Namespace) -> int:
         messages = await store.load(session_id)
         if not messages:
             raise Fail(EXIT_NOT_FOUND, f"no session {session_id!r} ({describe(store)})")
+        summary = await store.summary(session_id)
     if args.json:
-        body = {"session_id": session_id, "messages": [m.to_dict() for m in messages]}
+        body = {
+            "session_id": session_id,
+            "summary": None if summary is None else summary.to_dict(),
+            "messages": [m.to_dict() for m in messages],
+        }
         sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
     else:
+        if summary is not None:
+            sys.stdout.write(
+                f"summary of the {summary.covered} messages up to {summary.upto}:\n"
+                f"  {summary.text}\n\n"
+            )
         print_history(messages, sys.stdout)
     return EXIT_OK
 

@@ -6,6 +6,7 @@ from ._contract import Store as Store
 from ._contract import SupportsHistory as SupportsHistory
 from ._contract import SupportsLeases as SupportsLeases
 from ._contract import SupportsLocks as SupportsLocks
+from ._contract import SupportsSummaries as SupportsSummaries
 from ._contract import SupportsTurns as SupportsTurns
 from ._contract import Turn as Turn
 from ._contract import TurnOutcome as TurnOutcome
@@ -25,6 +26,7 @@ __all__ = [
     "SupportsHistory",
     "SupportsLeases",
     "SupportsLocks",
+    "SupportsSummaries",
     "SupportsTurns",
     "Turn",
     "TurnOutcome",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from .._locks import LockRegistry
 from .._messages import Message, check_json, check_text, stamped
 from .._metrics import Instruments
 from .._resources import AsyncResource
+from .._summary import Summary
 from ._contract import Turn
 
 if TYPE_CHECKING:
@@ -42,7 +44,9 @@ __all__ = [
     "check_fork",
     "check_info_update",
     "check_page",
+    "check_summary_write",
     "restored",
+    "summary_stamped",
 ]
 
 
@@ -169,6 +173,23 @@ def restored(
     return out, tuple(times), start + len(given), generation
 
 
+def check_summary_write(summary: object, previous: object) -> None:
+    """The arguments of ``write_summary``, checked the same way by every store.
+
+    Raises:
+        TypeError: ``summary`` is not a Summary, or ``previous`` neither a str nor None.
+    """
+    if not isinstance(summary, Summary):
+        raise TypeError(f"write_summary takes a Summary, got {type(summary).__name__}")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise TypeError(f"previous must be a summary's version (a str) or None, got {previous!r}")
+
+
+def summary_stamped(summary: Summary, ms: int) -> Summary:
+    """``summary`` as a store keeps it: stamped with the time it was written."""
+    return dataclasses.replace(summary, updated_at=time_of(ms))
+
+
 class BaseStore(AsyncResource):
     """Base of MemoryStore and RedisStore (see the module docstring).
 
@@ -218,6 +239,22 @@ class BaseStore(AsyncResource):
     @abstractmethod
     async def count(self, session_id: str) -> int:
         """How many messages the session keeps (0 if none)."""
+
+    @abstractmethod
+    async def load_summarized(
+        self, session_id: str, longest: int | None
+    ) -> tuple[list[Message], Summary | None]:
+        """The valid rolling summary and the newest ``longest`` kept messages after it."""
+
+    @abstractmethod
+    async def write_summary(
+        self, session_id: str, summary: Summary, *, previous: str | None
+    ) -> bool:
+        """Replace the summary of version ``previous`` by ``summary`` (compare-and-set)."""
+
+    @abstractmethod
+    async def summary(self, session_id: str) -> Summary | None:
+        """The conversation's valid rolling summary, or None."""
 
     @abstractmethod
     async def commit(self, turn: Turn) -> tuple[Message, ...]:

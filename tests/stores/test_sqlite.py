@@ -38,7 +38,7 @@ from promptkit_async import (
     store_from_url,
 )
 from promptkit_async.stores._sqlite._errors import store_error
-from promptkit_async.stores._sqlite._schema import APPLICATION_ID, open_database
+from promptkit_async.stores._sqlite._schema import APPLICATION_ID, SCHEMA_VERSION, open_database
 
 from ..backends import WallClock
 from ..samples import a, u
@@ -447,7 +447,7 @@ async def test_a_new_file_gets_our_schema_in_wal_mode(db: str) -> None:
     conn = _connect(db)
     try:
         assert conn.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()

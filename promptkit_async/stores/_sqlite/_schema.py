@@ -26,6 +26,9 @@ integer ``sid``, which keeps their rows and keys small):
   an aborted turn never applies afterwards, whoever re-sends it.
 - ``listings``: the snapshots behind a conversation listing's later pages, in
   the file so that any process can serve the next page.
+- ``summaries`` (schema 2): a conversation's rolling summary, one row per
+  session, with the id and number of the newest message it covers. A file of
+  schema 1 is given the table when it is first opened by this version.
 """
 
 from __future__ import annotations
@@ -42,7 +45,22 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "open_database"]
 #: ``PRAGMA application_id`` of our files: "pkas" (promptkit_async, store).
 APPLICATION_ID: Final = 0x706B6173
 #: ``PRAGMA user_version``: the schema this library writes and reads.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+
+#: Schema 2's addition (what a file of schema 1 is given).
+_SUMMARIES: Final = (
+    """CREATE TABLE summaries (
+        sid INTEGER PRIMARY KEY,
+        text TEXT NOT NULL,
+        upto TEXT NOT NULL,
+        upto_seq INTEGER NOT NULL,
+        covered INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        written_ms INTEGER NOT NULL
+    )""",
+)
+#: What brings a file of each older schema to the next one.
+_MIGRATIONS: Final = {1: _SUMMARIES}
 
 _TABLES: Final = (
     """CREATE TABLE sessions (
@@ -92,6 +110,7 @@ _TABLES: Final = (
         ids TEXT NOT NULL,
         expires_at REAL NOT NULL
     )""",
+    *_SUMMARIES,
 )
 
 
@@ -129,7 +148,7 @@ def _check(path: str, app: int, version: int, tables: list[str]) -> bool:
                 f"SQLite database {path!r} has schema version {version}, newer than this "
                 f"promptkit_async reads ({SCHEMA_VERSION}): upgrade promptkit_async to open it"
             )
-        if version < SCHEMA_VERSION or "sessions" not in tables:
+        if version < 1 or "sessions" not in tables:
             raise StoreRejected(
                 f"SQLite database {path!r} is marked as promptkit_async's but has an unknown "
                 f"schema (version {version}, tables {', '.join(tables) or 'none'})"
@@ -167,6 +186,25 @@ def _into_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
         pause = min(pause * 2, 0.05)
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file of an older schema of ours to this one, in one write transaction."""
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])  # another may have
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def open_database(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode, with our schema (created if the file is new).
 
@@ -196,6 +234,7 @@ def open_database(path: str, *, busy_timeout: float, synchronous: str) -> sqlite
                     conn.execute("ROLLBACK")
                 raise
         _into_wal(conn, busy_timeout)
+        _migrate(conn)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     except BaseException:
         conn.close()

@@ -39,7 +39,16 @@ from ..._config import (
 )
 from ..._info import UNCHANGED
 from ..._metrics import StateMetrics
-from .._shared import BaseStore, check_before, check_fork, check_info_update, check_page
+from ..._summaries import close_summaries, summary_figures
+from .._shared import (
+    BaseStore,
+    check_before,
+    check_fork,
+    check_info_update,
+    check_page,
+    check_summary_write,
+)
+from . import _summaries
 from ._db import Database, Settings
 from ._errors import store_error
 from ._schema import open_database
@@ -49,6 +58,7 @@ if TYPE_CHECKING:
 
     from ..._info import ConversationInfo, ConversationPage
     from ..._messages import Message
+    from ..._summary import Summary
     from ..._types import TTL, JSONValue
     from .._contract import Turn, TurnOutcome, TurnStatus
 
@@ -249,6 +259,7 @@ class SQLiteStore(BaseStore):
 
         A call made afterwards opens the file again.
         """
+        await close_summaries(self)
         worker, self._worker = self._worker, None
         if worker is None:
             return
@@ -299,6 +310,55 @@ class SQLiteStore(BaseStore):
             raise
         self._instruments.loaded(session_id, started, len(messages))
         return messages
+
+    # -- summaries -----------------------------------------------------------------
+
+    async def load_summarized(
+        self, session_id: str, longest: int | None
+    ) -> tuple[list[Message], Summary | None]:
+        """The valid summary and the newest ``longest`` kept messages after it, in one
+        read transaction (see :class:`SupportsSummaries`)."""
+        session_id = check_session_id(session_id)
+        check_limit("longest", longest)
+        started = perf_counter()
+        try:
+            messages, summary = await self._run(
+                partial(_summaries.load_summarized, session_id=session_id, longest=longest),
+                f"loading session {session_id!r}",
+                session_id,
+            )
+        except Exception as exc:
+            self._instruments.failed("load", session_id, exc)
+            raise
+        self._instruments.loaded(session_id, started, len(messages))
+        return messages, summary
+
+    async def write_summary(
+        self, session_id: str, summary: Summary, *, previous: str | None
+    ) -> bool:
+        """Replace the summary of version ``previous`` by ``summary``, by compare-and-set
+        in one write transaction (see :class:`SupportsSummaries`)."""
+        session_id = check_session_id(session_id)
+        check_summary_write(summary, previous)
+        return await self._run(
+            partial(
+                _summaries.write_summary,
+                session_id=session_id,
+                summary=summary,
+                previous=previous,
+            ),
+            f"writing the summary of session {session_id!r}",
+            session_id,
+        )
+
+    async def summary(self, session_id: str) -> Summary | None:
+        """The conversation's valid rolling summary, or None."""
+        session_id = check_session_id(session_id)
+        return await self._run(
+            partial(_summaries.read_summary, session_id=session_id),
+            f"reading the summary of session {session_id!r}",
+            session_id,
+        )
 
     async def count(self, session_id: str) -> int:
         """How many messages the session keeps (0 if none)."""
@@ -466,6 +526,7 @@ class SQLiteStore(BaseStore):
             storage_used=used,
             sampled=active,
             exact=True,
+            **summary_figures(self),
         )
 
     # -- conversations -----------------------------------------------------------------
