@@ -67,7 +67,10 @@ class RedisEngine:
 
     def __init__(self, store: RedisStore) -> None:
         self._client = store.client
-        self._cluster = store.cluster
+        # Every client takes the one-slot-per-script path that a Cluster needs: a
+        # standalone server behind a cluster proxy (or with strict scripting, as
+        # managed services enforce it) refuses a script whose keys span slots.
+        self._cluster = True
         self._keys = Keys(store.prefix)
 
     async def _run(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:

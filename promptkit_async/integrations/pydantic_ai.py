@@ -55,6 +55,14 @@ Redis errors are the store's own typed ``StoreError`` subclasses (``StoreUnavail
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # pragma: no cover - the suite's 3.10 run checks it
+    raise ImportError(
+        "promptkit_async.integrations.pydantic_ai needs Python 3.11 or newer "
+        "(pydantic-ai-slim 2.66+, whose ConversationStore it implements, does)"
+    )
+
 try:
     from pydantic_ai.conversation_store import (
         ConversationConflict,

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import ModuleType
+import sys
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 REQUIRE_INTEGRATIONS = os.environ.get("PROMPTKIT_REQUIRE_INTEGRATIONS") == "1"
 
 
-def framework(module: str, extra: str) -> ModuleType:
-    """Import ``module``, or skip (fail when required) naming the extra to install."""
+def framework(module: str, extra: str, *, python: tuple[int, int] = (3, 10)) -> ModuleType:
+    """Import ``module``, or skip (fail when required) naming the extra to install.
+
+    On a Python older than the framework supports (``python``), always skip.
+    """
+    if sys.version_info < python:
+        pytest.skip(
+            f"{module} needs Python {python[0]}.{python[1]} or newer", allow_module_level=True
+        )
     try:
         return importlib.import_module(module)
     except ImportError as exc:
