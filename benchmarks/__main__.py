@@ -13,7 +13,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from . import codec, correctness, decoders, scaling, streaming, turns
+from . import (
+    agents_turns,
+    codec,
+    correctness,
+    decoders,
+    otel_cost,
+    pydantic_turns,
+    replicas,
+    scaling,
+    streaming,
+    summaries,
+    turns,
+)
 from ._common import Context, Params, delete_prefix, new_prefix
 from ._contestants import PEERS
 from ._harness import Progress
@@ -28,6 +40,11 @@ AREAS = {
     "correctness": correctness,
     "codec": codec,
     "decoders": decoders,
+    "summaries": summaries,
+    "otel_cost": otel_cost,
+    "agents_turns": agents_turns,
+    "pydantic_turns": pydantic_turns,
+    "replicas": replicas,
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"
