@@ -22,13 +22,14 @@ a fork's history crosses into its source: one round trip for a conversation that
 A locator per entry (entry id -> home) finds an entry by id alone, and the record says where
 its head and branch tips live, so a load needs no locator.
 
-**Redis Cluster.** A conversation's record, entries, pins and write marks share the hash tag
+**Keys and slots.** A conversation's record, entries, pins and write marks share the hash tag
 ``{c:<conversation id>}``, so a save (revision check, entries, record) is one script in one
 slot; the listings (``{l}`` for all, ``{s:<scope>}`` per scope, sorted sets scored by
 ``updated_at``) and the locators (``{e:<entry id>}``) have tags of their own, written just
 before the save's script (and the listing's score raised just after), never read without
-checking the record. On standalone Redis all of it is in the one script. See
-``_pydantic_scripts.py`` for every key.
+checking the record. No script touches two slots, on any client (a standalone server behind
+a cluster proxy, or with strict scripting, refuses that). See ``_pydantic_scripts.py`` for
+every key.
 
 **Saves.** ``write_record`` checks the revision inside the store's atomic step (the Lua script
 on Redis; on a MemoryStore a step that never suspends), so of two processes saving one
@@ -320,8 +321,8 @@ class ConversationStoreBackend(ConversationStore):
     ) -> list[ConversationEntry]:
         """The entries from the first up to ``head_id``, in order (only the last ``limit``).
 
-        One round trip for a history within one home; one more per fork it reaches through on a
-        Cluster (standalone Redis follows it in the same script).
+        One round trip for a history within one home; one more per fork it reaches through
+        (another home is another slot, so another script call).
 
         Raises:
             KeyError: an entry of the chain is not stored (a concurrent delete released it).
