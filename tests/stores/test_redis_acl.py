@@ -4,6 +4,8 @@ the store fails with a typed error that says what was refused."""
 
 from __future__ import annotations
 
+import asyncio
+
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -15,7 +17,7 @@ from promptkit_async import RedisStore, Session, StoreError, StoreRejected
 from ..samples import a, u
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ..conftest import RedisServer
 
@@ -24,8 +26,20 @@ pytestmark = pytest.mark.redis
 #: The rule of the operating notes (with ``~<prefix>:*`` as its key pattern). The
 #: command parts in the order they are dropped one at a time below.
 NEEDED = ("+@read", "+@write", "+eval|+evalsha", "+ping", "+time")
-#: Optional: without +info the server's version is trusted instead of checked.
-RULE = ("-@all", *NEEDED[:2], "-@dangerous", "+eval", "+evalsha", "+ping", "+time", "+info")
+#: Optional: without +info the server's version is trusted instead of checked;
+#: without the CLIENT subcommands the near cache checks every load in Redis.
+TRACKING = ("+client|tracking", "+client|id", "+client|setname", "+client|list")
+RULE = (
+    "-@all",
+    *NEEDED[:2],
+    "-@dangerous",
+    "+eval",
+    "+evalsha",
+    "+ping",
+    "+time",
+    "+info",
+    *TRACKING,
+)
 
 
 def rule_for(prefix: str, *, without: str = "", keys: str = "") -> list[str]:
@@ -89,6 +103,8 @@ async def test_the_rule_is_enough_for_every_feature(acl_server: RedisServer, pre
     for options in ({"distributed_lock": True}, {"near_cache": 100}):
         async with RedisStore.from_url(url, prefix=prefix, **options) as store:
             await exercise(store)
+            if options.get("near_cache"):
+                await _until(lambda: store.tracking)  # invalidations through this user
     with redis.Redis(port=acl_server.port, protocol=2) as admin:
         # Nothing was refused on the way but redis-py's CLIENT SETINFO, which names the
         # connection and whose refusal redis-py ignores (on 7.2+ and Valkey the rule
@@ -133,3 +149,25 @@ async def test_without_info_the_server_is_trusted(acl_server: RedisServer, prefi
     url = _user(acl_server, "pk-noinfo", rule_for(prefix, without="+info"))
     async with RedisStore.from_url(url, prefix=prefix) as store:
         await exercise(store)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_without_the_client_subcommands_the_near_cache_checks_every_load(
+    acl_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rule = [p for p in rule_for(prefix) if p not in TRACKING]
+    url = _user(acl_server, "pk-no-tracking", rule)
+    async with RedisStore.from_url(url, prefix=prefix, near_cache=10) as store:
+        for i in range(4):
+            async with Session(store, "s") as s:
+                s.add(u(f"m{i}"))
+            await asyncio.sleep(0.05)
+        assert not store.tracking
+        assert [m.content for m in await store.load("s")] == ["m0", "m1", "m2", "m3"]
+    assert "server-assisted invalidation is off" in caplog.text

@@ -51,7 +51,13 @@ class Admin:
         if self._index.enabled:
             keys += (self._index.slot_key(_keys.slot_of(member)),)
         with mapped_errors(session_id, f"deleting session {session_id!r}"):
-            reply = await DELETE(link.client, keys, (member,))
+            try:
+                reply = await DELETE(link.client, keys, (member,))
+            finally:
+                # Again after: a load meanwhile may have cached the session on the
+                # connection that deleted it, whose own write (NOLOOP) Redis does not
+                # report to it (see _tracking).
+                self._cache.drop(session_id)
             if type(reply) is not list or len(reply) != 2:
                 raise BadReply("the delete script", reply)
             removed, owner = integer("the delete script", reply[0]), text("DELETE", reply[1])

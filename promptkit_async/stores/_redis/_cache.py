@@ -1,8 +1,10 @@
 """The near cache: session windows this process read or wrote, keyed by version.
 
-An entry is only ever served after Redis confirmed, inside the load script,
-that the session's version (its newest turn id) is still the entry's, so the
-cache saves the transfer and decoding of a window, never the check. Our own
+An entry is served after Redis confirmed, inside the load script, that the
+session's version (its newest turn id) is still the entry's, so the cache
+saves the transfer and decoding of a window; or, while Redis tracks its keys
+for this process and no invalidation arrived, with no round trip at all (see
+``_tracking``). Our own
 commit extends an entry only when the commit script reports that nobody wrote
 in between; anything else drops it.
 """
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..._messages import Message
+    from ._tracking import Token
 
 __all__ = ["KEEP", "CacheEntry", "NearCache"]
 
@@ -26,12 +29,20 @@ KEEP = 100
 class CacheEntry:
     """A session window, valid while ``version`` and ``length`` are the session's."""
 
-    __slots__ = ("complete", "length", "messages", "version")
+    __slots__ = ("complete", "length", "messages", "token", "version")
 
     def __init__(
-        self, version: str, length: int, messages: tuple[Message, ...], complete: bool
+        self,
+        version: str,
+        length: int,
+        messages: tuple[Message, ...],
+        complete: bool,
+        token: Token | None = None,
     ) -> None:
         self.version = version
+        # Set while Redis tracks the entry's keys for us (see _tracking): it may
+        # then be served without asking; an invalidation clears it.
+        self.token = token
         self.length = length  # of the whole stored history when this was read
         self.messages = messages
         self.complete = complete  # the whole stored history, not just its newest part
@@ -89,6 +100,7 @@ class NearCache:
         turn_id: str,
         batch: Sequence[Message],
         max_messages: int | None,
+        token: Token | None = None,
     ) -> None:
         """After our own commit, extend the cached window if nobody wrote in between.
 
@@ -115,4 +127,4 @@ class NearCache:
         if len(combined) > window:
             combined = combined[len(combined) - window :]
             complete = False
-        self.remember(session_id, CacheEntry(turn_id, length, combined, complete))
+        self.remember(session_id, CacheEntry(turn_id, length, combined, complete, token))

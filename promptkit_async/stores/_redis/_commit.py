@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ._index import SessionIndex
     from ._link import Link
     from ._replicas import ReplicaWait
+    from ._tracking import Token
 
 __all__ = ["TURN_MEMORY", "Committer"]
 
@@ -156,7 +157,9 @@ class Committer:
         if owner is not None:
             listing = asyncio.ensure_future(self._list_in(owner, member, ttl_ms))
         try:
-            outcome, previous, before, first, ms, gen, acked = await self._send(turn, keys, args)
+            outcome, previous, before, first, ms, gen, acked, token = await self._send(
+                turn, keys, args
+            )
         finally:
             listed = True if listing is None else await _quietly(listing)
             if registering is not None:
@@ -192,7 +195,7 @@ class Committer:
             )
         if outcome == _APPLIED and self._cache.size:
             if turn.after is None and turn.replace_last is None:
-                self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap)
+                self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap, token)
             else:
                 self._cache.drop(session_id)  # a rewind: the cached window is no longer it
         if self.replicas is not None:
@@ -225,10 +228,11 @@ class Committer:
 
     async def _send(
         self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
-    ) -> tuple[int, str, int, int, int, int, int | BaseException | None]:
+    ) -> tuple[int, str, int, int, int, int, int | BaseException | None, Token | None]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
         connection failed; decide the outcome when no attempt got a reply. Last: what the
-        WAIT behind it answered (with ``min_replicas``; None when settled by id)."""
+        WAIT behind it answered (with ``min_replicas``; None when settled by id); and the
+        near cache's token for what the commit leaves tracked (see ``_tracking``)."""
         link = self._link
         replicas = self.replicas
         acked: int | BaseException | None = None
@@ -236,8 +240,13 @@ class Committer:
         last: BaseException | None = None
         for attempt in range(link.retries + 1):
             try:
+                token = None
                 if replicas is None:
-                    reply = commit_reply(await COMMIT(link, keys, args))
+                    if link.invalidations is None:
+                        reply = commit_reply(await COMMIT(link, keys, args))
+                    else:
+                        raw, token = await COMMIT.tracked(link, turn.session_id, keys, args)
+                        reply = commit_reply(raw)
                 else:
                     raw, acked = await replicas.commit(link, COMMIT, keys, args)
                     reply = commit_reply(raw)
@@ -263,7 +272,7 @@ class Committer:
                 if failure is Failure.PROTOCOL:
                     break  # a server that answers out of shape is not retried
             else:
-                return (*reply, acked)
+                return (*reply, acked, token)
             if attempt < link.retries:
                 await asyncio.sleep(link.backoff.compute(attempt + 1))
             if maybe_sent:
@@ -281,7 +290,7 @@ class Committer:
         first, ms, gen = -1, -1, -1
         if settled == _APPLIED:
             first, ms, gen = await self._last_turn(turn, keys[2])
-        return settled, "", -1, first, ms, gen, None
+        return settled, "", -1, first, ms, gen, None, None
 
     async def _last_turn(self, turn: Turn, meta: bytes) -> tuple[int, int, int]:
         """The first number, time and generation of ``turn`` if it is the session's last

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -21,12 +21,25 @@ from ._replicas import read_pipelined
 from ._sentinel import stale_primary
 from ._version import MINIMUM_SERVER, check_server, server_version
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._tracking import Invalidations, Token
+
 __all__ = ["MINIMUM_SERVER", "Link", "client_retries", "connection_kwargs", "server_version"]
 
 #: redis-py's own command path: the lane is taken only while nothing replaced it.
 _EXECUTE: Final = aioredis.Redis.execute_command
 
 logger = logging.getLogger("promptkit_async.stores.redis")
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency, but optional to redis-py
+    _PACK: Callable[[tuple[Any, ...]], bytes] | None = None
+else:
+    _PACK = _hiredis_pack
+_UTF8: Final = frozenset({"utf-8", "utf8", "UTF-8", "UTF8"})
 
 
 def connection_kwargs(client: aioredis.Redis | RedisCluster) -> dict[str, Any]:
@@ -52,7 +65,17 @@ class Link:
     Redis (see ``_commit.py``).
     """
 
-    __slots__ = ("_idle", "backoff", "checked", "client", "cluster", "lane", "prefix", "retries")
+    __slots__ = (
+        "_idle",
+        "backoff",
+        "checked",
+        "client",
+        "cluster",
+        "invalidations",
+        "lane",
+        "prefix",
+        "retries",
+    )
 
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self.client = client
@@ -72,6 +95,8 @@ class Link:
             and client_retries(client) == 0
         )
         self._idle: Any = None
+        # Set by the store when the near cache uses server-assisted invalidation.
+        self.invalidations: Invalidations | None = None
 
     async def call(self, *args: Any) -> Any:
         """One command of a turn's hot path (a load, the commit script), as redis-py's
@@ -103,7 +128,7 @@ class Link:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         sound = False
         try:
-            await conn.send_command(*args)
+            await _send(conn, args)
             reply = await conn.read_response()
             sound = True
             return reply
@@ -116,6 +141,58 @@ class Link:
             else:
                 if not sound:
                     await conn.disconnect(nowait=True)  # closes without waiting: no suspension
+                await pool.release(conn)
+
+    async def call_tracked(self, session_id: str, *args: Any) -> tuple[Any, Token | None]:
+        """:meth:`call` on a connection whose reads Redis tracks for the near cache
+        (``_tracking``); also the token for what it read (None: not to be trusted).
+
+        A connection is set up the first time it carries such a call (and again
+        after it reconnects, or after the invalidation connection did): the
+        ``CLIENT TRACKING`` commands go in the same write as the command, so
+        this costs no round trip either.
+        """
+        inv = self.invalidations
+        client = self.client
+        if (
+            inv is None
+            or not self.lane
+            or isinstance(client, RedisCluster)
+            or type(client).execute_command is not _EXECUTE
+            or "execute_command" in client.__dict__
+        ):
+            return await self.call(*args), None
+        pool = client.connection_pool
+        conn, self._idle = self._idle, None
+        if conn is not None and _unusable(pool, conn):
+            await _dropped(pool, conn)
+            conn = None
+        if conn is None:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        sound = False
+        gen = inv.begin(session_id)
+        try:
+            if conn._writer is None:
+                await conn.connect()
+            setup = inv.setup(conn)
+            if setup is None:
+                await _send(conn, args)
+            else:
+                await conn.send_packed_command(conn.pack_commands([*setup, args]))
+                inv.set_up(conn, gen, [await _answer(conn) for _ in setup])
+            reply = await conn.read_response()
+            sound = True
+            return reply, inv.token(conn, gen, inv.end(session_id))
+        except rexc.ResponseError:
+            sound = True
+            raise
+        finally:
+            inv.end(session_id)  # a no-op once ended above
+            if sound and self._idle is None:
+                self._idle = conn
+            else:
+                if not sound:
+                    await conn.disconnect(nowait=True)
                 await pool.release(conn)
 
     async def call_pipelined(self, commands: list[tuple[Any, ...]], extra: float) -> list[Any]:
@@ -181,6 +258,28 @@ class Link:
                     raise
             await asyncio.sleep(self.backoff.compute(attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _send(conn: Any, args: tuple[Any, ...]) -> None:
+    """``conn.send_command(*args)``, packed by hiredis's C packer where it gives the same
+    bytes (UTF-8 text, no float): about 7 µs less per commit than redis-py's packer."""
+    if _PACK is not None and conn.encoder.encoding in _UTF8:
+        try:
+            packed = _PACK(args)
+        except TypeError:
+            pass
+        else:
+            await conn.send_packed_command(packed)
+            return
+    await conn.send_command(*args)
+
+
+async def _answer(conn: Any) -> Any:
+    """The next reply on ``conn``, an error reply as its exception (not raised)."""
+    try:
+        return await conn.read_response()
+    except rexc.ResponseError as exc:
+        return exc
 
 
 def _unusable(pool: Any, conn: Any) -> bool:

@@ -91,16 +91,27 @@ class Loader:
     async def _load_cached(self, session_id: str, limit: int | None) -> list[Message]:
         cache = self._cache
         entry = cache.usable(session_id, limit)
+        inv = self._link.invalidations
+        if inv is not None:
+            if entry is not None and inv.trusted(entry):
+                return cache.hit(session_id, entry, limit)  # no round trip
+            inv.start()
         keys = _keys.session_keys(self._link.prefix, session_id)
         known, length = (entry.version, entry.length) if entry is not None else ("", -1)
         start = -limit if limit else 0
         with mapped_errors(session_id, f"loading session {session_id!r}"):
-            reply = await LOAD_IF_CHANGED(self._link, keys, (known, start, length))
+            if inv is None:
+                reply, token = await LOAD_IF_CHANGED(self._link, keys, (known, start, length)), None
+            else:
+                reply, token = await LOAD_IF_CHANGED.tracked(
+                    self._link, session_id, keys, (known, start, length)
+                )
             version, stored, raw = load_if_changed_reply(reply)
             if raw is None and entry is None:  # "current" for a window we do not have
                 raise BadReply("the cached load", reply)
         if raw is None:
             assert entry is not None
+            entry.token = token
             return cache.hit(session_id, entry, limit)
         cache.misses += 1
         messages = decode_window(session_id, raw, limit, self.max_bytes)
@@ -109,7 +120,7 @@ class Loader:
         # An absent session is cached too (version ''): the script never calls ''
         # current, but our own next commit can extend it.
         complete = limit is None or len(messages) < limit
-        cache.remember(session_id, CacheEntry(version, stored, tuple(messages), complete))
+        cache.remember(session_id, CacheEntry(version, stored, tuple(messages), complete, token))
         return messages
 
 

@@ -228,7 +228,10 @@ class Owners:
             if self._index.enabled:
                 keys += (self._index.slot_key(_keys.slot_of(member)),)
             with mapped_errors(session_id, f"deleting conversation {session_id!r}"):
-                reply = await DELETE(link.client, keys, (member, owner))
+                try:
+                    reply = await DELETE(link.client, keys, (member, owner))
+                finally:
+                    self._cache.drop(session_id)  # again after: see Admin.delete
             if type(reply) is not list or len(reply) != 2:
                 raise BadReply("the delete script", reply)
             deleted += integer("the delete script", reply[0]) > 0

@@ -25,6 +25,8 @@ from ._link import Link
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ._tracking import Token
+
 __all__ = [
     "ACQUIRE",
     "ADOPT",
@@ -295,6 +297,9 @@ for _, key in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
 if index then touch(index, ARGV[6], ttl, now) end
+-- Read again after the writes: a connection with CLIENT TRACKING on keeps
+-- tracking the keys it just wrote (see _tracking; a write forgets who read).
+redis.call('EXISTS', history, turns)
 return {1, prev, before, first, now, gen}
 """
 )
@@ -649,6 +654,16 @@ class Script:
             return await send("EVALSHA", self.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
             return await send("EVAL", self.source, len(keys), *keys, *args)
+
+    async def tracked(
+        self, link: Link, session_id: str, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> tuple[Any, Token | None]:
+        """Run through ``link``'s tracked lane (see ``Link.call_tracked``): the reply,
+        and the near cache's token for the keys it read."""
+        try:
+            return await link.call_tracked(session_id, "EVALSHA", self.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            return await link.call_tracked(session_id, "EVAL", self.source, len(keys), *keys, *args)
 
     async def each(
         self, client: Any, calls: Sequence[tuple[Sequence[bytes], Sequence[Any]]]

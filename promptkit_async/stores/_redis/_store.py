@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from ..._codec import DEFAULT_MAX_RECORD_BYTES, encode_message, header
 from ..._config import (
@@ -69,6 +69,7 @@ from ._sentinel import (
     split_store_options,
 )
 from ._summaries import RedisSummaries
+from ._tracking import Invalidations
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -121,8 +122,15 @@ class RedisStore(BaseStore):
             Redis lease (layered under the in-process lock), fenced in the commit.
         lease_ttl: seconds a lease lives without renewal (renewed every third).
         near_cache: how many session windows to keep in this process (0: off).
-            A cached window is revalidated by version on every load (one round
-            trip, no history transfer), so it is never stale.
+            While Redis tracks a cached window's keys for this process (see
+            ``tracking``) and no other client wrote them, a load is served from
+            memory with no round trip; otherwise it is revalidated by version
+            (one round trip, no history transfer).
+        tracking: with ``near_cache``, use Redis's server-assisted invalidation
+            (``CLIENT TRACKING``, Redis 6+) so that a sticky session's turn costs
+            only its commit. Used on a standalone client without client-side
+            retries, Sentinel, ``min_replicas`` or ``distributed_lock`` (there
+            every load is checked); False: every load is checked.
         track_sessions: keep an index of live sessions, one sorted set per
             Cluster slot written by each commit (standalone only), so that
             :meth:`metrics` counts them exactly without a SCAN.
@@ -155,6 +163,7 @@ class RedisStore(BaseStore):
         distributed_lock: bool = False,
         lease_ttl: float = 30.0,
         near_cache: int = 0,
+        tracking: bool = True,
         track_sessions: bool = True,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         max_stored: int | None = DEFAULT_MAX_STORED,
@@ -204,6 +213,16 @@ class RedisStore(BaseStore):
         self._leases = Leases(link, float(lease_ttl))
         self._admin = Admin(link, self._index, self._cache)
         self._owners = Owners(link, self._index, self._cache, self._admin)
+        if (
+            near_cache
+            and tracking
+            and link.lane
+            and not self._distributed_lock
+            and replicas is None
+            and not isinstance(client, RedisCluster)
+            and not isinstance(client.connection_pool, SentinelConnectionPool)
+        ):
+            link.invalidations = Invalidations(client.connection_pool, prefix, self._cache)
 
     @classmethod
     def from_url(
@@ -370,6 +389,18 @@ class RedisStore(BaseStore):
         return self._cache.size
 
     @property
+    def tracking(self) -> bool:
+        """True while server-assisted invalidation is live (loads may skip Redis)."""
+        inv = self._link.invalidations
+        return inv is not None and inv.live
+
+    @property
+    def invalidations(self) -> int:
+        """How many invalidation messages Redis pushed to this store."""
+        inv = self._link.invalidations
+        return 0 if inv is None else inv.received
+
+    @property
     def cache_hits(self) -> int:
         return self._cache.hits
 
@@ -392,6 +423,8 @@ class RedisStore(BaseStore):
             return
         self._closed = True
         self._cache.clear()
+        if self._link.invalidations is not None:
+            await self._link.invalidations.aclose()
         await close_summaries(self)
         await self._link.release()
         if self._owns_client:

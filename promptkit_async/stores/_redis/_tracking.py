@@ -1,0 +1,301 @@
+"""Server-assisted invalidation for the near cache: a window served with no round trip.
+
+Redis 6+ remembers which keys a connection with ``CLIENT TRACKING`` on read
+(reads inside scripts included) and, when another client writes one of them,
+pushes an ``invalidate`` message. Every connection that serves the near cache
+redirects its invalidations to one connection of this store's own (RESP3, no
+other traffic), read by a background task; ``NOLOOP`` leaves out the writes a
+connection makes itself, so our own commits do not invalidate what they wrote.
+
+A cache entry carries a *token*: the connection whose tracking covers its keys,
+that connection's socket at the time, and the generation of the invalidation
+connection. It is served without asking Redis only while all three still hold
+and no invalidation for it arrived. Anything that may have lost an
+invalidation bumps the generation, so every entry falls back to the version
+check in the load script (one round trip, as without tracking):
+
+- the invalidation connection failed, closed, or missed its heartbeat;
+- Redis flushed the database (a flush invalidates every key at once);
+- the connection that tracked an entry's keys closed or reconnected (Redis
+  forgets what a closed connection read): its socket is no longer the token's.
+
+An invalidation that arrives while a load or commit of that session is in
+flight leaves the result untrusted: it may describe a write made after the
+server answered.
+
+What this cannot see: an invalidation Redis has sent that has not yet reached
+this process. A turn starting in that instant is served the window before that
+write, exactly as if it had loaded just before it; without the distributed
+lease, turns land in commit order as always, and the commit reports the
+version it found, so the stale entry is dropped. With ``distributed_lock`` the
+store does not use this (every load is checked under the lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import select
+from typing import TYPE_CHECKING, Any, Final
+
+from redis import exceptions as rexc
+
+from . import _keys
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._cache import CacheEntry, NearCache
+
+__all__ = ["Invalidations", "Token"]
+
+logger = logging.getLogger("promptkit_async.stores.redis")
+
+#: Seconds without traffic after which the invalidation connection is pinged;
+#: a ping unanswered for as long again counts as a lost connection.
+HEARTBEAT: Final = 1.0
+
+#: Backoff bounds (seconds) between attempts to (re)open the connection.
+_RETRY_MIN: Final = 0.05
+_RETRY_MAX: Final = 2.0
+
+#: (connection, its socket writer when tracking was turned on, generation).
+Token = tuple[Any, Any, int]
+
+_TRACKED: Final = "_promptkit_tracking"  # attribute set on redis-py connections
+
+
+class Invalidations:
+    """The invalidation connection of one store, and the trust it gives cache entries."""
+
+    __slots__ = (
+        "_conn",
+        "_name",
+        "_pending",
+        "_poller",
+        "_pool",
+        "_prefix",
+        "_task",
+        "cache",
+        "disabled",
+        "gen",
+        "id",
+        "live",
+        "received",
+    )
+
+    def __init__(self, pool: Any, prefix: str, cache: NearCache) -> None:
+        self._pool = pool
+        self._prefix = prefix
+        self.cache = cache
+        self.gen = 0
+        self.live = False
+        self.id: int | None = None
+        self.received = 0  # invalidation messages read
+        self.disabled: str | None = None  # why tracking is off for good (ACL, old server)
+        self._name = b""
+        self._conn: Any = None
+        self._poller: Any = None  # select.poll on the invalidation socket, where there is one
+        self._task: asyncio.Task[None] | None = None
+        # Sessions with a tracked load or commit in flight: True once an
+        # invalidation for one arrived meanwhile.
+        self._pending: dict[str, bool] = {}
+
+    # -- trust -------------------------------------------------------------------------
+
+    def trusted(self, entry: CacheEntry) -> bool:
+        """True when ``entry`` may be served with no round trip (module docstring)."""
+        token = entry.token
+        if token is None or not self.live or token[2] != self.gen:
+            return False
+        conn, writer, _ = token
+        if conn._writer is not writer or writer is None:
+            return False
+        reader = conn._reader
+        if reader is None or reader.at_eof():
+            return False
+        # Bytes read off the invalidation socket and not yet parsed may hold an
+        # invalidation for this entry: not now.
+        own = self._conn
+        if getattr(getattr(own, "_reader", None), "_buffer", None):
+            return False
+        # Nor while the socket holds bytes this loop has not read yet: one poll(2).
+        poller = self._poller
+        return poller is None or not poller.poll(0)
+
+    def begin(self, session_id: str) -> int:
+        """Before a tracked load or commit of ``session_id``: the generation to give its token."""
+        self._pending.setdefault(session_id, False)
+        return self.gen
+
+    def end(self, session_id: str) -> bool:
+        """After it: False when an invalidation for the session arrived meanwhile."""
+        return not self._pending.pop(session_id, True)
+
+    def token(self, conn: Any, gen: int, clean: bool) -> Token | None:
+        if not clean or gen != self.gen or not self.live:
+            return None
+        if getattr(conn, _TRACKED, None) != (gen, conn._writer):
+            return None
+        return (conn, conn._writer, gen)
+
+    def setup(self, conn: Any) -> list[tuple[Any, ...]] | None:
+        """The commands that turn tracking on for ``conn`` (None: already on, or not live)."""
+        if not self.live or getattr(conn, _TRACKED, None) == (self.gen, conn._writer):
+            return None
+        return [
+            ("CLIENT", "TRACKING", "ON", "REDIRECT", self.id, "NOLOOP"),
+            ("CLIENT", "LIST", "ID", self.id),
+        ]
+
+    def set_up(self, conn: Any, gen: int, replies: Sequence[Any]) -> None:
+        """Record what the :meth:`setup` commands answered on ``conn``."""
+        tracking, listing = replies
+        if isinstance(tracking, rexc.NoPermissionError) or isinstance(
+            listing, rexc.NoPermissionError
+        ):
+            self._disable(f"the Redis user may not use CLIENT TRACKING / CLIENT LIST: {tracking!r}")
+            return
+        if isinstance(tracking, Exception) and "does not exist" in str(tracking):
+            # No client of that id (a restarted server): open a new connection.
+            self._broken(f"turning tracking on failed: {tracking!r}")
+            return
+        if isinstance(tracking, Exception) or isinstance(listing, Exception):
+            self._disable(f"the server does not support CLIENT TRACKING: {tracking!r} {listing!r}")
+            return
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        if f" name={self._name.decode()} " not in f" {text} ":
+            # The id is another client's: this connection reached another server
+            # (a restart) than the invalidation connection.
+            self._broken("the invalidation connection is not on this connection's server")
+            return
+        if gen == self.gen:
+            setattr(conn, _TRACKED, (gen, conn._writer))
+
+    # -- the connection ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the invalidation connection in the background (idempotent; needs a loop)."""
+        if self._task is None and self.disabled is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        self.live = False
+        self.gen += 1
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close()
+
+    async def _run(self) -> None:
+        delay = _RETRY_MIN
+        while self.disabled is None:
+            try:
+                await self._open()
+                delay = _RETRY_MIN
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except rexc.ResponseError as exc:
+                self._disable(f"the invalidation connection was refused: {exc}")
+            except Exception as exc:
+                logger.debug("near cache: invalidation connection lost: %r", exc)
+            self._lost()
+            await self._close()
+            if self.disabled is not None:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _open(self) -> None:
+        kwargs = dict(self._pool.connection_kwargs)
+        kwargs["protocol"] = 3  # pushes need RESP3; this connection carries nothing else
+        kwargs.pop("client_name", None)
+        conn = self._pool.connection_class(**kwargs)
+        self._conn = conn
+        self._name = f"promptkit-inv-{secrets.token_hex(8)}".encode()
+        conn._parser.set_invalidation_push_handler(self._pushed)
+        await conn.connect()
+        await conn.send_command("CLIENT", "SETNAME", self._name)
+        await conn.read_response()
+        await conn.send_command("CLIENT", "ID")
+        self.id = int(await conn.read_response())
+        self._poller = None
+        sock = conn._writer.get_extra_info("socket") if conn._writer is not None else None
+        if sock is not None and hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), select.POLLIN)
+        self.gen += 1
+        self.live = True
+
+    async def _read(self) -> None:
+        conn = self._conn
+        waiting = False
+        while True:
+            # Pushes are handed to _pushed while the read waits for a reply.
+            reply = await conn.read_response(timeout=HEARTBEAT)
+            if reply is None:
+                if waiting:
+                    raise rexc.TimeoutError("the invalidation connection missed its heartbeat")
+                await conn.send_command("PING")
+                waiting = True
+            else:
+                waiting = False
+
+    async def _pushed(self, message: Any) -> None:
+        """An ``invalidate`` push: its keys, or None for a flush."""
+        self.received += 1
+        keys = message[1] if len(message) > 1 else None
+        if keys is None:
+            self._untrust()  # a flush: every key at once
+            return
+        pending = self._pending
+        for raw in keys:
+            session_id = _keys.parse_key(self._prefix, raw) or _keys.parse_key(
+                self._prefix, raw, _keys.TURNS
+            )
+            if session_id is None:
+                continue
+            entry = self.cache.get(session_id)
+            if entry is not None:
+                entry.token = None
+            if session_id in pending:
+                pending[session_id] = True
+
+    def _untrust(self) -> None:
+        """Trust nothing given before now (connections turn tracking on again)."""
+        self.gen += 1
+        for session_id in self._pending:
+            self._pending[session_id] = True
+
+    def _lost(self) -> None:
+        """Invalidations may have been missed, and none arrive until reopened."""
+        self.live = False
+        self._untrust()
+
+    def _broken(self, why: str) -> None:
+        logger.debug("near cache: %s", why)
+        self._lost()
+        conn = self._conn
+        if conn is not None:
+            transport = getattr(getattr(conn, "_writer", None), "transport", None)
+            abort = getattr(transport, "abort", None)
+            if abort is not None:
+                abort()  # the reader fails and reopens
+
+    def _disable(self, why: str) -> None:
+        if self.disabled is None:
+            logger.warning("near cache: server-assisted invalidation is off: %s", why)
+        self.disabled = why
+        self._broken(why)
+
+    async def _close(self) -> None:
+        self._poller = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
