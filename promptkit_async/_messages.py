@@ -332,37 +332,49 @@ class Message:
             raise InvalidMessage("a message dict needs a role") from None
 
 
-_new = object.__new__
-# The slots' own setters: a frozen dataclass refuses setattr, and these skip
-# the name lookup, which is most of the cost of building a message field by
-# field (what a store does for every message it loads or stamps).
-(
-    _put_role,
-    _put_content,
-    _put_tool_calls,
-    _put_tool_call_id,
-    _put_name,
-    _put_metadata,
-    _put_is_error,
-    _put_id,
-    _put_created_at,
-) = (Message.__dict__[f.name].__set__ for f in dataclasses.fields(Message))
+class _Unfrozen:
+    """Message's exact slot layout without its frozen ``__setattr__``.
+
+    A store builds a message for every one it loads or stamps, from values
+    already checked. Filling this twin with plain attribute stores and then
+    making it a Message (``__class__`` assignment, allowed between classes of
+    one layout) costs a third of calling each slot's setter on a Message. The
+    result is an ordinary, frozen Message.
+    """
+
+    __slots__ = Message.__slots__
+
+    if TYPE_CHECKING:  # the slots' types, for the stores below
+        role: Role
+        content: str | tuple[Part, ...]
+        tool_calls: tuple[ToolCall, ...]
+        tool_call_id: str | None
+        name: str | None
+        metadata: Mapping[str, JSONValue]
+        is_error: bool
+        id: str | None
+        created_at: datetime | None
+
+
+# The twin must stay the same layout as Message, field for field.
+assert _Unfrozen.__slots__ == tuple(f.name for f in dataclasses.fields(Message))
 
 
 def stamped(message: Message, message_id: str, created_at: datetime) -> Message:
     """``message`` with the id and time its store gave it (values already checked:
     a store's own, so no re-validation on a commit's hot path)."""
-    new: Message = _new(Message)
-    _put_role(new, message.role)
-    _put_content(new, message.content)
-    _put_tool_calls(new, message.tool_calls)
-    _put_tool_call_id(new, message.tool_call_id)
-    _put_name(new, message.name)
-    _put_metadata(new, message.metadata)
-    _put_is_error(new, message.is_error)
-    _put_id(new, message_id)
-    _put_created_at(new, created_at)
-    return new
+    new = _Unfrozen()
+    new.role = message.role
+    new.content = message.content
+    new.tool_calls = message.tool_calls
+    new.tool_call_id = message.tool_call_id
+    new.name = message.name
+    new.metadata = message.metadata
+    new.is_error = message.is_error
+    new.id = message_id
+    new.created_at = created_at
+    new.__class__ = Message  # type: ignore[assignment]
+    return cast("Message", new)
 
 
 _TEXT_ROLES = frozenset(("system", "user", "assistant"))
@@ -377,17 +389,18 @@ def stored_text(
         return None
     if not content.isascii():
         check_text(content, f"{role} message content")
-    new: Message = _new(Message)
-    _put_role(new, role)
-    _put_content(new, content)
-    _put_tool_calls(new, ())
-    _put_tool_call_id(new, None)
-    _put_name(new, None)
-    _put_metadata(new, {})
-    _put_is_error(new, False)
-    _put_id(new, message_id)
-    _put_created_at(new, created_at)
-    return new
+    new = _Unfrozen()
+    new.role = cast("Role", role)
+    new.content = content
+    new.tool_calls = ()
+    new.tool_call_id = None
+    new.name = None
+    new.metadata = {}
+    new.is_error = False
+    new.id = message_id
+    new.created_at = created_at
+    new.__class__ = Message  # type: ignore[assignment]
+    return cast("Message", new)
 
 
 def message_bytes(message: Message) -> int:

@@ -141,23 +141,29 @@ class Instruments:
     once. ``started`` is a :func:`time.perf_counter` reading.
     """
 
-    __slots__ = ("load_latency", "observers", "save_latency")
+    __slots__ = ("add_load", "add_save", "hooked", "load_latency", "observers", "save_latency")
 
     def __init__(self, observers: Iterable[object] = ()) -> None:
         self.observers = Observers(observers)
         self.load_latency = LatencyWindow()
         self.save_latency = LatencyWindow()
+        # What loaded() and saved() use, for a store that inlines them on its
+        # hot path (MemoryStore, whose operations take a few µs): the windows'
+        # appends, and the observers' list itself (empty: nobody to call).
+        self.add_load = self.load_latency._samples.append
+        self.add_save = self.save_latency._samples.append
+        self.hooked = self.observers._items
 
     def loaded(self, session_id: str, started: float, messages: int) -> None:
         elapsed = perf_counter() - started
-        self.load_latency.add(elapsed)
-        if self.observers:
+        self.add_load(elapsed)
+        if self.hooked:  # the list, not bool(observers): no Python call per operation
             self.observers.load(session_id, elapsed, messages)
 
     def saved(self, session_id: str, started: float, messages: int) -> None:
         elapsed = perf_counter() - started
-        self.save_latency.add(elapsed)
-        if self.observers:
+        self.add_save(elapsed)
+        if self.hooked:
             self.observers.save(session_id, elapsed, messages)
 
     def failed(self, operation: str, session_id: str | None, error: BaseException) -> None:

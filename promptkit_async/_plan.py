@@ -37,7 +37,7 @@ from .stores._contract import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ._messages import Message
     from .stores._contract import Lease, Turn
@@ -160,6 +160,10 @@ async def settle_after_cancel(store: Store, turn: Turn, grace: float) -> None:
 
 
 _plans: weakref.WeakKeyDictionary[object, StorePlan] = weakref.WeakKeyDictionary()
+# The store last planned, weakly, and its plan: an application opens its
+# sessions on one store, and this check costs half a WeakKeyDictionary lookup
+# (which makes a weak reference each time). A dead reference matches nothing.
+_last: tuple[Callable[[], object], StorePlan | None] = (lambda: None, None)
 
 
 def plan_for(store: object) -> StorePlan:
@@ -169,20 +173,30 @@ def plan_for(store: object) -> StorePlan:
         TypeError: ``store`` is not a Store, or cannot carry a plan (neither
             hashable and weak-referenceable, nor with a ``locks`` registry).
     """
+    global _last
+    last, plan = _last
+    if plan is not None and last() is store:
+        return plan
     try:
-        return _plans[store]
+        plan = _plans[store]
     except KeyError:
         plan = _plans[store] = StorePlan(store)
-        return plan
     except TypeError:  # unhashable, or no __weakref__ slot
-        plan = StorePlan(store)
-        if not isinstance(store, SupportsLocks):
-            raise TypeError(
-                f"{type(store).__name__} can hold no lock registry of its own: give it a "
-                "`locks` attribute (a promptkit_async.LockRegistry), or make it hashable "
-                "and weak-referenceable"
-            ) from None
-        return plan
+        return _unkept_plan(store)
+    _last = (weakref.ref(store), plan)
+    return plan
+
+
+def _unkept_plan(store: object) -> StorePlan:
+    """The plan of a store that cannot be a weak key: made anew, from its own locks."""
+    plan = StorePlan(store)
+    if not isinstance(store, SupportsLocks):
+        raise TypeError(
+            f"{type(store).__name__} can hold no lock registry of its own: give it a "
+            "`locks` attribute (a promptkit_async.LockRegistry), or make it hashable "
+            "and weak-referenceable"
+        ) from None
+    return plan
 
 
 async def wait_bounded(task: asyncio.Future[Any], grace: float) -> None:

@@ -17,7 +17,7 @@ import enum
 import logging
 import sys
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from . import _telemetry
 from ._compact import compacted
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._summary import Summary
     from ._telemetry import TurnTrace
     from .providers._base import Provider
-    from .stores._contract import Lease, Store, SupportsSummaries, SupportsTurns
+    from .stores._contract import Lease, Store, SupportsSummaries, SupportsTurns, Turn
 
 __all__ = ["Session"]
 
@@ -62,6 +62,13 @@ class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
+
+
+# The states as module globals: reading an enum member off its class costs
+# more than the rest of the check, and a turn checks its state several times.
+_NEW: Final = _State.NEW
+_OPEN: Final = _State.OPEN
+_CLOSED: Final = _State.CLOSED
 
 
 class Session:
@@ -117,7 +124,7 @@ class Session:
         self.settings = base.with_options(options) if options else base
         self.provider = provider
         self._plan = plan_for(store)
-        self._state = _State.NEW
+        self._state = _NEW
         self._entry: object | None = None
         self._lease: Lease | None = None
         self._history: tuple[Message, ...] | None = None
@@ -145,30 +152,42 @@ class Session:
     # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.NEW:
+        if self._state is not _NEW:
             raise SessionStateError(
                 f"session {self.session_id!r} was already entered; create a new Session per turn"
             )
-        self._state = _State.OPEN
+        self._state = _OPEN
         telemetry = _telemetry.active
         if telemetry is not None:
             self._trace = telemetry.turn(self)
         plan = self._plan
-        timeout = self.settings.lock_timeout
-        started = perf_counter()
+        settings = self.settings
+        timeout = settings.lock_timeout
+        started = perf_counter() if plan.leases else 0.0
         try:
             self._entry = await plan.locks.acquire(self.session_id, timeout)
         except BaseException as exc:
-            self._state = _State.CLOSED
+            self._state = _CLOSED
             self._end_trace(exc)
             raise
         try:
             if plan.leases:
                 self._lease = await plan.take_lease(self.store, self.session_id, timeout, started)
-            if not self.settings.lazy:
+            if settings.lazy:
+                pass
+            elif self._trace is None and settings.summarizer is None:
+                # _load's common case, inlined: one coroutine less on a turn's hot path.
+                try:
+                    loaded = await self.store.load(self.session_id, settings.max_messages)
+                except StoreUnavailable as exc:
+                    if settings.on_load_error != "empty":
+                        raise
+                    loaded = self._empty_history(exc)
+                self._keep(loaded)
+            else:
                 await self._load()
         except BaseException as exc:
-            self._state = _State.CLOSED
+            self._state = _CLOSED
             await self._release_traced(exc)
             raise
         return self
@@ -179,7 +198,7 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             return
         error = exc
         try:
@@ -187,7 +206,24 @@ class Session:
             if stream is not None:
                 await stream.aclose()
             if exc_type is None:
-                if self._pending or self._after is not None:
+                if not self._pending and self._after is None:
+                    pass  # nothing to write
+                elif self._trace is None and self._plan.turns:
+                    # _commit with StorePlan.commit's first branch, inlined: the
+                    # common case, one coroutine less on a turn's hot path.
+                    turn = self._turn()
+                    try:
+                        stored = await cast("SupportsTurns", self.store).commit(turn)
+                    except asyncio.CancelledError:
+                        await settle_after_cancel(self.store, turn, self.settings.commit_grace)
+                        raise
+                    except CommitNotReplicated as partly:
+                        self._written(partly.messages or turn.messages)
+                        raise
+                    self._written(turn.messages if stored is None else stored)
+                    if self.settings.summarizer is not None:
+                        self._summarize_later()
+                else:
                     await self._commit()
             elif self.settings.on_error == "commit" and self._pending:
                 await self._commit_after_error(exc)
@@ -195,11 +231,19 @@ class Session:
             error = failure
             raise
         finally:
-            self._state = _State.CLOSED
-            if self._trace is None:
-                await self._release()
-            else:
+            self._state = _CLOSED
+            if self._trace is not None:
                 await self._release_traced(error)
+            elif self._lease is None:
+                self._unlock()  # nothing to await: no coroutine on a turn's hot path
+            else:
+                await self._release()
+
+    def _unlock(self) -> None:
+        """Give back the in-process lock of a block that holds no lease."""
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._plan.locks.release(self.session_id, entry)
 
     async def _release(self) -> None:
         entry, self._entry = self._entry, None
@@ -223,7 +267,7 @@ class Session:
             trace.end(error)
 
     def _check_open(self) -> None:
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise SessionStateError(
                 f"session {self.session_id!r} is {self._state.value}: "
                 "use it inside `async with Session(...) as session:`"
@@ -249,12 +293,21 @@ class Session:
         except StoreUnavailable as exc:
             if settings.on_load_error != "empty":
                 raise
-            logger.warning(
-                "session %r: history unavailable, continuing with an empty one: %s",
-                self.session_id,
-                exc,
-            )
-            loaded = []
+            loaded = self._empty_history(exc)
+        return self._keep(loaded)
+
+    def _empty_history(self, exc: StoreUnavailable) -> list[Message]:
+        """``on_load_error="empty"``: the history the block goes on with, logged."""
+        logger.warning(
+            "session %r: history unavailable, continuing with an empty one: %s",
+            self.session_id,
+            exc,
+        )
+        return []
+
+    def _keep(self, loaded: list[Message]) -> tuple[Message, ...]:
+        """The loaded messages as the block's history, trimmed when the window needs it."""
+        settings = self.settings
         if settings.max_tokens is not None or (loaded and loaded[0].role == "tool"):
             # Counted as sent (compacted), kept as stored: the same suffix.
             kept = len(
@@ -331,7 +384,7 @@ class Session:
                 (``await session.load()`` first).
         """
         if self._history is None:
-            if self._state is _State.OPEN:
+            if self._state is _OPEN:
                 raise SessionStateError(
                     f"session {self.session_id!r} is lazy and not loaded yet: "
                     "await session.load() first"
@@ -374,8 +427,9 @@ class Session:
             MessageTooLarge: a message or the turn exceeds its size limit.
             SessionStateError: outside the block.
         """
-        self._check_open()
-        self._pending_bytes = self._check_turn_size(messages)
+        if self._state is not _OPEN:
+            self._check_open()
+        self._pending_bytes = self.settings.check_turn_size(self._pending_bytes, messages)
         self._pending.extend(messages)
 
     def _check_turn_size(self, messages: Iterable[Message]) -> int:
@@ -432,46 +486,49 @@ class Session:
 
     # -- commit ------------------------------------------------------------------
 
-    async def _commit(self) -> None:
+    def _turn(self) -> Turn:
+        """The block's commit: what was staged (and any rewind), under a new turn id."""
         settings = self.settings
         lease = self._lease
-        turn = trusted_turn(
+        return trusted_turn(
             self.session_id,
             tuple(self._pending),
             new_turn_id(),
-            cast("float | None", settings.ttl),  # normalised by SessionSettings
+            settings.ttl,  # type: ignore[arg-type]  # normalised to seconds by SessionSettings
             None,  # the window deletes nothing: what is kept is the store's policy
             None if lease is None else lease.token,  # refused if the lease was lost
             settings.owner,
             self._after,
         )
+
+    def _written(self, stored: Sequence[Message]) -> None:
+        """The block's state once its commit is stored: those messages, nothing staged.
+
+        Also after ``CommitNotReplicated``: stored (on the primary, once), only
+        not acknowledged by enough replicas, so the state is that of a commit,
+        and the exception tells the caller.
+        """
+        self._committed = tuple(stored)
+        self._after = None
+        self._pending = []
+        self._pending_bytes = 0
+
+    async def _commit(self) -> None:
+        """Commit what was staged (``__aexit__`` inlines the common case)."""
+        settings = self.settings
+        turn = self._turn()
         plan = self._plan
         try:
             if self._trace is not None:
                 stored = await self._trace.commit(
                     turn, plan.commit(self.store, turn, settings.commit_grace)
                 )
-            elif plan.turns:  # the common case of StorePlan.commit, inlined: a turn's hot path
-                try:
-                    stored = await cast("SupportsTurns", self.store).commit(turn)
-                except asyncio.CancelledError:
-                    await settle_after_cancel(self.store, turn, settings.commit_grace)
-                    raise
             else:
                 stored = await plan.commit(self.store, turn, settings.commit_grace)
         except CommitNotReplicated as exc:
-            # Stored (on the primary, once), only not acknowledged by enough
-            # replicas: the block's state is that of a commit, and the
-            # exception tells the caller.
-            self._committed = exc.messages or turn.messages
-            self._after = None
-            self._pending = []
-            self._pending_bytes = 0
+            self._written(exc.messages or turn.messages)
             raise
-        self._committed = turn.messages if stored is None else tuple(stored)
-        self._after = None
-        self._pending = []
-        self._pending_bytes = 0
+        self._written(turn.messages if stored is None else stored)
         if settings.summarizer is not None:
             self._summarize_later()
 

@@ -168,12 +168,16 @@ class SessionSettings:
             MessageTooLarge: a message, or the turn, over its limit.
         """
         for m in messages:
-            if not isinstance(m, Message):
+            if type(m) is not Message and not isinstance(m, Message):
                 raise InvalidMessage(
                     f"session.add() takes Message objects, got {type(m).__name__}; "
                     "use Message.user(...) etc."
                 )
-            n = message_bytes(m)
+            content = m.content
+            if type(content) is str and not m.tool_calls and content.isascii():
+                n = len(content)  # message_bytes' common case, without the call
+            else:
+                n = message_bytes(m)
             if n > self.max_message_bytes:
                 raise MessageTooLarge(
                     f"a {m.role} message of {n} bytes exceeds max_message_bytes="
@@ -208,17 +212,30 @@ class SessionSettings:
     def with_options(self, options: Mapping[str, Any]) -> SessionSettings:
         """:meth:`replace`, remembered: the same options on the same settings are
         validated once, however many sessions are opened with them."""
+        global _last_derived
+        last = _last_derived
+        try:
+            # The settings derived last, checked first: opening session after
+            # session with the same options, this is a dict comparison and
+            # nothing else (no key tuple to build and hash).
+            if last[0] is self and last[1] == options:
+                return last[2]
+        except Exception:  # an option value that cannot be compared: look it up below
+            pass
         try:
             key = (id(self), *options.items())
             hit = _derived.get(key)
         except TypeError:  # an unhashable option value: nothing to remember it by
             return self.replace(**options)
         if hit is not None and hit[0] is self:
-            return hit[1]
-        derived = self.replace(**options)
-        if len(_derived) >= _DERIVED_MAX:
-            _derived.clear()
-        _derived[key] = (self, derived)
+            derived = hit[1]
+        else:
+            derived = self.replace(**options)
+            if len(_derived) >= _DERIVED_MAX:
+                _derived.clear()
+            _derived[key] = (self, derived)
+        # A copy of the options: the caller's mapping may change afterwards.
+        _last_derived = (self, dict(options), derived)
         return derived
 
 
@@ -235,6 +252,9 @@ _DERIVED_MAX: Final = 256
 
 #: The settings of ``Session(store, id)`` with no options.
 DEFAULT_SETTINGS: Final = SessionSettings()
+
+# The last (base, options, derived) of with_options(), which it checks first.
+_last_derived: tuple[object, Mapping[str, Any], SessionSettings] = (None, {}, DEFAULT_SETTINGS)
 
 
 class SessionOptions(TypedDict, total=False):

@@ -92,3 +92,29 @@ def test_tool_calls_may_be_given_as_dicts() -> None:
         Message.assistant("", tool_calls=[{"function": {}}])
     with pytest.raises(InvalidMessage, match="ToolCall or dict"):
         Message.assistant("", tool_calls=["call"])  # type: ignore[list-item]
+
+
+def test_a_stamped_message_is_an_ordinary_frozen_message() -> None:
+    import copy
+    import dataclasses
+    import pickle
+    from datetime import datetime, timezone
+
+    from promptkit_async._messages import stamped, stored_text
+
+    when = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    m = Message.assistant("hi", tool_calls=[{"id": "c1", "name": "f"}], lang="en")
+    s = stamped(m, "7", when)
+    assert type(s) is Message and (s.id, s.created_at) == ("7", when)
+    assert s == m and hash(s) == hash(m) and s.tool_calls == m.tool_calls
+    assert s.metadata == {"lang": "en"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.id = "8"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(s)).id == "7" and copy.copy(s) == s
+    assert s.replace(content="yo").id == "7"
+    t = stored_text("user", "héllo", "3", when)
+    assert t is not None and type(t) is Message
+    assert (t.role, t.content, t.id, t.metadata) == ("user", "héllo", "3", {})
+    assert stored_text("tool", "x", "3", when) is None
+    with pytest.raises(InvalidMessage, match="surrogate"):
+        stored_text("user", "a\ud800b", "3", when)

@@ -180,3 +180,19 @@ async def test_token_budget_window(store: Store) -> None:
 
     async with Session(store, "tok", max_tokens=10, token_counter=lambda m: 1) as s:
         assert len(s.history) == 6
+
+
+def test_each_store_has_its_own_plan_and_a_gone_store_leaves_none_behind() -> None:
+    import gc
+
+    from promptkit_async import LockRegistry
+    from promptkit_async._plan import plan_for
+
+    a, b = MemoryStore(), MemoryStore()
+    assert plan_for(a) is plan_for(a) and plan_for(b) is not plan_for(a)
+    assert plan_for(a) is plan_for(a) and plan_for(a).locks is a.locks
+    locks_a = LockRegistry.of(a)
+    del a
+    gc.collect()
+    c = MemoryStore()
+    assert plan_for(c).locks is c.locks and plan_for(c).locks is not locks_a

@@ -105,3 +105,20 @@ def test_settings_are_immutable_validated_and_shared() -> None:
     assert chats.session("y", lazy=True).settings == settings.replace(lazy=True)
     with pytest.raises(TypeError, match="SessionSettings"):
         Session(MemoryStore(), "x", settings={"max_messages": 5})  # type: ignore[arg-type]
+
+
+def test_derived_settings_are_remembered_but_never_stale() -> None:
+    store = MemoryStore()
+    a = Session(store, "x", max_messages=7).settings
+    assert Session(store, "y", max_messages=7).settings is a  # validated once
+    base0 = SessionSettings()
+    options: dict[str, Any] = {"max_messages": 3}
+    b = base0.with_options(options)
+    options["max_messages"] = 4  # the caller's dict changing later changes nothing
+    assert b.max_messages == 3 and base0.with_options({"max_messages": 3}) is b
+    assert base0.with_options(options).max_messages == 4
+    base = SessionSettings(system="s")
+    assert base.with_options({"max_messages": 4}).system == "s"  # another base: its own
+    assert Session(store, "z", max_messages=7, lazy=True).settings.lazy is True
+    with pytest.raises(ValueError, match="max_messages"):
+        Session(store, "x", max_messages=0)

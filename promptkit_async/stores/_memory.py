@@ -12,10 +12,10 @@ import heapq
 import json
 import secrets
 import time
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import TYPE_CHECKING
 
-from .._codec import id_number, message_id, time_of
+from .._codec import EPOCH, id_number, message_id, time_of
 from .._config import (
     DEFAULT_MAX_STORED,
     DEFAULT_TTL,
@@ -51,6 +51,7 @@ from ._shared import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from datetime import datetime
 
     from .._messages import Message
     from .._summary import Summary
@@ -75,7 +76,7 @@ def _approx_size(message: Message) -> int:
 
 
 def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return time_ns() // 1_000_000
 
 
 class _History:
@@ -90,6 +91,7 @@ class _History:
         "messages",
         "next_id",
         "owner",
+        "scheduled",
         "size",
         "summary",
         "title",
@@ -99,6 +101,9 @@ class _History:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.expires_at: float | None = None
+        # The expiry this history's entry in the store's heap was pushed with
+        # (None: it has none).
+        self.scheduled: float | None = None
         # Ids count positions per session (next_id: the next one), with the
         # generation once the history was rewound; a commit's time never goes
         # below the last.
@@ -167,10 +172,12 @@ class MemoryStore(BaseStore):
         self._clock = clock
         self._wall_clock = wall_clock
         self._data: dict[str, _History] = {}
-        # (expires_at, session id) of every write with a TTL, earliest first:
+        # (expires_at, session id) of the sessions with a TTL, earliest first:
         # expired sessions are swept from the top in O(log n) each, whatever mix
-        # of TTLs they have. Entries made stale by a later write are skipped,
-        # and the heap is rebuilt when they outnumber the live sessions.
+        # of TTLs they have. A session has one entry, pushed again when it comes
+        # up before its (since extended) expiry, so a write that only extends
+        # the TTL pushes nothing. Entries of sessions gone are skipped, and the
+        # heap is rebuilt when they outnumber the live sessions.
         self._expiry: list[tuple[float, str]] = []
         self._messages_total = 0
         self._bytes_total = 0
@@ -179,6 +186,9 @@ class MemoryStore(BaseStore):
         self._owners: dict[str, dict[str, int]] = {}
         # A listing's later pages: token -> (owner, ids newest first, expires at).
         self._snapshots: dict[str, tuple[str, list[str], float]] = {}
+        # The time of the last commit's stamp, and that stamp (ms): see _stamp_time.
+        self._when_ms = -1
+        self._when = EPOCH
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._data)})"
@@ -191,6 +201,12 @@ class MemoryStore(BaseStore):
     async def aclose(self) -> None:
         self._closed = True
         await close_summaries(self)
+
+    def _stamp_time(self, ms: int) -> datetime:
+        """The datetime of a stamp in ms, kept for the commits within the same ms."""
+        self._when = when = time_of(ms)
+        self._when_ms = ms
+        return when
 
     def _live(self, session_id: str, now: float) -> _History | None:
         hist = self._data.get(session_id)
@@ -214,19 +230,35 @@ class MemoryStore(BaseStore):
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
-            expires_at, session_id = heapq.heappop(expiry)
+            scheduled, session_id = heapq.heappop(expiry)
             hist = self._data.get(session_id)
-            if hist is not None and hist.expires_at == expires_at:
+            if hist is None or hist.scheduled != scheduled:
+                continue  # the session is gone, or this entry is not its own
+            hist.scheduled = None
+            expires_at = hist.expires_at
+            if expires_at is None:
+                continue  # its TTL was removed since
+            if expires_at <= now:
                 self._drop(session_id)
+            else:  # extended since: due again at its new expiry
+                self._schedule(session_id, hist, expires_at)
 
-    def _schedule(self, session_id: str, expires_at: float) -> None:
+    def _schedule(self, session_id: str, hist: _History, expires_at: float) -> None:
+        """Make sure the heap holds ``hist`` at ``expires_at`` or before (it was just set)."""
+        scheduled = hist.scheduled
+        if scheduled is not None and scheduled <= expires_at:
+            return  # its entry comes up first, and is pushed again then
+        hist.scheduled = expires_at
         expiry = self._expiry
         heapq.heappush(expiry, (expires_at, session_id))
         if len(expiry) > 2 * len(self._data) + 64:
-            self._expiry = [
-                (h.expires_at, sid) for sid, h in self._data.items() if h.expires_at is not None
-            ]
-            heapq.heapify(self._expiry)
+            rebuilt = []
+            for sid, h in self._data.items():
+                h.scheduled = h.expires_at
+                if h.expires_at is not None:
+                    rebuilt.append((h.expires_at, sid))
+            heapq.heapify(rebuilt)
+            self._expiry = rebuilt
 
     async def load(
         self, session_id: str, limit: int | None = None, *, before: str | None = None
@@ -240,10 +272,17 @@ class MemoryStore(BaseStore):
             MessageNotFound: no kept message has the id ``before``.
         """
         session_id = check_session_id(session_id)
-        check_limit("limit", limit, minimum=0)
+        if type(limit) is not int or limit < 0:  # the common case needs no call
+            check_limit("limit", limit, minimum=0)
         started = perf_counter()
-        hist = self._live(session_id, self._clock())
-        stored = hist.messages if hist is not None else []
+        hist = self._data.get(session_id)  # _live, inlined: a turn's hot path
+        if hist is not None and hist.expires_at is not None and hist.expires_at <= self._clock():
+            self._drop(session_id)
+            hist = None
+        if hist is None:
+            stored: list[Message] = []
+        else:
+            stored = hist.messages
         end = len(stored)
         if before is not None:
             end = _position(stored, check_before(before), hist)
@@ -251,9 +290,15 @@ class MemoryStore(BaseStore):
                 raise MessageNotFound(session_id, before)
         if limit is None:
             window = stored[:end]
+        elif end == len(stored):
+            window = stored[-limit:] if limit else []
         else:
             window = stored[max(0, end - limit) : end] if limit else []
-        self._instruments.loaded(session_id, started, len(window))
+        instruments = self._instruments  # instruments.loaded(...), inlined
+        elapsed = perf_counter() - started
+        instruments.add_load(elapsed)
+        if instruments.hooked:
+            instruments.observers.load(session_id, elapsed, len(window))
         return window
 
     # -- summaries ---------------------------------------------------------------
@@ -319,82 +364,105 @@ class MemoryStore(BaseStore):
 
         Returns the messages as stored, with their ids and time.
         """
-        if turn.fence is not None:
+        # One unpack instead of a property read per field: a turn's hot path.
+        session_id, batch, turn_id, ttl, max_messages, fence, owner, after, replace_last = turn
+        if fence is not None:
             raise TypeError("MemoryStore has no leases: a fenced turn cannot be written here")
         started = perf_counter()
-        session_id = turn.session_id
-        batch = turn.messages
         now = self._clock()
-        self._sweep(now)
-        hist = self._live(session_id, now)
+        expiry = self._expiry
+        if expiry and expiry[0][0] <= now:
+            self._sweep(now)
+        hist = self._data.get(session_id)  # _live, inlined
+        if hist is not None and hist.expires_at is not None and hist.expires_at <= now:
+            self._drop(session_id)
+            hist = None
         if hist is not None:
-            seen = hist.turns.get(turn.turn_id)
+            seen = hist.turns.get(turn_id)
             if seen:  # a re-sent commit of a turn already applied
                 last_turn, last_stored = hist.last
-                return last_stored if last_turn == turn.turn_id else batch
+                return last_stored if last_turn == turn_id else batch
             if seen is not None:
                 raise aborted_earlier(turn)
-            if turn.owner is not None and hist.owner not in (None, turn.owner):
+            if owner is not None and hist.owner not in (None, owner):
                 raise OwnerMismatch(session_id)
         keep = -1  # how many messages the rewind keeps (-1: no rewind)
-        if turn.after is not None:
-            cut = -1 if hist is None else _position(hist.messages, turn.after, hist)
+        if after is not None:
+            cut = -1 if hist is None else _position(hist.messages, after, hist)
             if cut < 0:
-                raise MessageNotFound(session_id, turn.after)
+                raise MessageNotFound(session_id, after)
             keep = cut + 1
-        elif turn.replace_last is not None:
-            if hist is None or not hist.messages or hist.messages[-1].id != turn.replace_last:
-                raise not_newest(session_id, turn.replace_last)
+        elif replace_last is not None:
+            if hist is None or not hist.messages or hist.messages[-1].id != replace_last:
+                raise not_newest(session_id, replace_last)
             keep = len(hist.messages) - 1
         if hist is None:
             hist = self._data[session_id] = _History()
-        hist.remember(turn.turn_id, True)
-        if 0 <= keep < len(hist.messages):
-            dropped = hist.messages[keep:]
-            del hist.messages[keep:]
+        turns = hist.turns  # hist.remember(turn_id, True), inlined
+        turns[turn_id] = True
+        if len(turns) > _TURN_MEMORY:
+            del turns[next(iter(turns))]
+        stored = hist.messages
+        if 0 <= keep < len(stored):
+            dropped = stored[keep:]
+            del stored[keep:]
             freed = sum(_approx_size(m) for m in dropped)
             hist.size -= freed
             self._bytes_total -= freed
             self._messages_total -= len(dropped)
             hist.next_id -= len(dropped)
             hist.gen += 1
-        ms = self._wall_clock()
+        wall_clock = self._wall_clock
+        ms = time_ns() // 1_000_000 if wall_clock is _now_ms else wall_clock()  # no call
         if ms < hist.last_ms:
             ms = hist.last_ms
         hist.last_ms = ms
         if not hist.created_ms:
             hist.created_ms = ms
-        if turn.owner is not None and hist.owner is None:
-            hist.owner = turn.owner
-        when = time_of(ms)
-        first, gen = hist.next_id, hist.gen
-        batch = tuple(stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch))
-        hist.next_id = first + len(batch)
-        hist.last = (turn.turn_id, batch)
-        if hist.owner is not None:
-            self._owners.setdefault(hist.owner, {})[session_id] = ms
+        if owner is not None and hist.owner is None:
+            hist.owner = owner
+        # One datetime per ms (time_of caches too, for a call's price).
+        when = self._when if ms == self._when_ms else self._stamp_time(ms)
+        number, gen = hist.next_id, hist.gen
         added = 0
         for m in batch:
-            added += _approx_size(m)
-        stored = hist.messages
-        stored.extend(batch)
+            # message_id(number, gen), without the call in the common case
+            stored.append(stamped(m, message_id(number, gen) if gen else str(number), when))
+            number += 1
+            content = m.content
+            if type(content) is str and content.isascii() and not m.tool_calls:
+                added += 40 + len(content)  # _approx_size's common case, inlined
+            else:
+                added += _approx_size(m)
+        count = number - hist.next_id
+        hist.next_id = number
+        batch = tuple(stored[-count:]) if count else ()
+        hist.last = (turn_id, batch)
+        if hist.owner is not None:
+            self._owners.setdefault(hist.owner, {})[session_id] = ms
         removed_count = 0
         cap = self._max_stored
-        if turn.max_messages is not None and (cap is None or turn.max_messages < cap):
-            cap = turn.max_messages
+        if max_messages is not None and (cap is None or max_messages < cap):
+            cap = max_messages
         if cap is not None and len(stored) > cap:
             removed_count = len(stored) - cap
             added -= sum(_approx_size(m) for m in stored[:removed_count])
             del stored[:removed_count]
         hist.size += added
         self._bytes_total += added
-        self._messages_total += len(batch) - removed_count
-        if turn.ttl is None:
+        self._messages_total += count - removed_count
+        if ttl is None:
             hist.expires_at = None
         else:
-            hist.expires_at = now + turn.ttl
-            self._schedule(session_id, hist.expires_at)
-        self._instruments.saved(session_id, started, len(batch))
+            expires_at = hist.expires_at = now + ttl
+            scheduled = hist.scheduled
+            if scheduled is None or expires_at < scheduled:  # else nothing to push
+                self._schedule(session_id, hist, expires_at)
+        instruments = self._instruments  # instruments.saved(...), inlined
+        elapsed = perf_counter() - started
+        instruments.add_save(elapsed)
+        if instruments.hooked:
+            instruments.observers.save(session_id, elapsed, count)
         return batch
 
     async def restore(
@@ -433,7 +501,7 @@ class MemoryStore(BaseStore):
         self._messages_total += len(stored)
         if seconds is not None:
             hist.expires_at = now + seconds
-            self._schedule(session_id, hist.expires_at)
+            self._schedule(session_id, hist, hist.expires_at)
         return list(stored)
 
     async def settle_turn(self, session_id: str, turn_id: str) -> TurnOutcome:
@@ -582,7 +650,7 @@ class MemoryStore(BaseStore):
         self._messages_total += len(copy.messages)
         if source.expires_at is not None:
             copy.expires_at = source.expires_at
-            self._schedule(new_id, copy.expires_at)
+            self._schedule(new_id, copy, copy.expires_at)
         if copy.owner is not None:
             self._owners.setdefault(copy.owner, {})[new_id] = copy.last_ms
         return _info(new_id, copy)
