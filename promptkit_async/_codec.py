@@ -28,6 +28,12 @@ inflated with a bound whatever the setting at read time.
 Format 1 (0.1.0) elements are the JSON object alone (``{"v":1,...}``, parts
 never), with no header: they still load, with the id and time the store gives
 them (see :func:`decode_message`).
+
+With the optional ``fast`` extra (msgspec), the record a load decodes most (a
+header, then ``{"v","r","c"}`` with text) is parsed by msgspec's JSON decoder;
+any record it refuses, or that is not that shape, takes the stdlib path as
+without it, so what decodes (and every error) is the same. Records are always
+written by the stdlib encoder: the bytes stored do not depend on the extra.
 """
 
 from __future__ import annotations
@@ -73,6 +79,20 @@ _COMPRESSED_MARK: Final = b"\x00z"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 # The decoder's scanner (C-accelerated), with json.loads' default settings.
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _fast_decoder() -> Callable[[bytes], Any] | None:
+    """msgspec's JSON decoder when the ``fast`` extra is installed, else None."""
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    decode: Callable[[bytes], Any] = msgspec.json.Decoder().decode
+    return decode
+
+
+#: The hot path's parser (see the module docstring); None: the stdlib scanner.
+_fast_loads: Callable[[bytes], Any] | None = _fast_decoder()
 
 
 def _loads(raw: bytes | str) -> Any:
@@ -337,10 +357,18 @@ def _decode_common(raw: bytes) -> Message | None:
     if payload[:2] != b'{"':
         return None
     ms, _, message_id = head.partition(b" ")
+    fast = _fast_loads
     try:
-        text = payload.decode("utf-8", "surrogatepass")
-        rec, end = _scan_once(text, 0)
-        if end != len(text) or type(rec) is not dict or len(rec) != 3 or "v" not in rec:
+        if fast is not None:
+            # It refuses all the stdlib accepts beyond strict JSON (NaN, lone
+            # surrogates, ...): those go the general path, as without it.
+            rec = fast(payload)
+        else:
+            text = payload.decode("utf-8", "surrogatepass")
+            rec, end = _scan_once(text, 0)
+            if end != len(text):
+                return None
+        if type(rec) is not dict or len(rec) != 3 or "v" not in rec:
             return None
         content = rec["c"]
         if type(content) is not str or not message_id or not ms[2:].isdigit():

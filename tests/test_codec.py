@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -11,8 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptkit_async import CorruptHistory, InvalidMessage, Message, MessageTooLarge, ToolCall
-from promptkit_async._codec import FORMAT_VERSION, decode_message, encode_message
+from promptkit_async import (
+    CorruptHistory,
+    InvalidMessage,
+    Message,
+    MessageTooLarge,
+    ToolCall,
+    _codec,
+)
+from promptkit_async._codec import FORMAT_VERSION, decode_message, encode_message, header
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -176,3 +186,146 @@ def test_a_lone_surrogate_in_any_text_field_is_refused_when_built() -> None:
     for build in builds:
         with pytest.raises(InvalidMessage, match="lone surrogate"):
             build()
+
+
+# -- the optional fast decoder (the ``fast`` extra: msgspec) --------------------------
+
+_FAST = importlib.util.find_spec("msgspec") is not None
+
+
+def _decoders() -> list[Any]:
+    params: list[Any] = [pytest.param(None, id="stdlib")]
+    if _FAST:
+        import msgspec
+
+        params.append(pytest.param(msgspec.json.Decoder().decode, id="msgspec"))
+    else:
+        params.append(pytest.param(None, id="msgspec", marks=pytest.mark.skip("no msgspec")))
+    return params
+
+
+@pytest.fixture(params=_decoders())
+def fast_loads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each decoding path: the stdlib scanner, and msgspec's decoder (when installed)."""
+    monkeypatch.setattr(_codec, "_fast_loads", request.param)
+    return request.param
+
+
+def _stored(payload: bytes, ms: int = 1_700_000_000_123, mid: str = "41") -> bytes:
+    return header(ms, mid) + payload
+
+
+def test_the_fast_extra_is_used_when_installed() -> None:
+    if _FAST:
+        assert _codec._fast_loads is not None
+    else:
+        assert _codec._fast_loads is None
+
+
+def test_without_msgspec_the_library_imports_and_uses_the_stdlib() -> None:
+    code = (
+        "import sys; sys.modules['msgspec'] = None\n"
+        "import promptkit_async\n"
+        "from promptkit_async import _codec, Message\n"
+        "assert _codec._fast_loads is None\n"
+        "raw = _codec.header(5, '3') + _codec.encode_message(Message.user('h\\u00e9'))\n"
+        "m = _codec.decode_message(raw, session_id='s', index=0)\n"
+        "assert m == Message.user('h\\u00e9') and m.id == '3', m\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message.user("hi"),
+        Message.assistant("café 日本語 \U0001f600"),
+        Message.system('quote " backslash \\ newline \n tab \t nul \x00 del \x7f'),
+        Message.user("a\u2028b"),
+        Message.user("x", meta={"f": 1.5e-7, "big": 2**70}),
+        Message.assistant("", tool_calls=[ToolCall("c1", "f", '{"a": 1}')]),
+    ],
+    ids=["ascii", "non-ascii", "escapes", "separator", "metadata", "tool call"],
+)
+def test_both_paths_write_the_same_bytes_and_read_the_same_message(
+    fast_loads: Any, message: Message
+) -> None:
+    data = encode_message(message)
+    assert data == _codec._dumps(_codec._record(message)).encode()  # the stdlib encoder
+    back = decode_message(_stored(data), session_id="s", index=0)
+    assert back == message
+    assert back.id == "41"
+    assert back.created_at is not None and _codec.ms_of(back.created_at) == 1_700_000_000_123
+
+
+@pytest.mark.parametrize(
+    ("payload", "content"),
+    [
+        (b'{"v":2,"r":"user","c":"\\ud83d\\ude00"}', "\U0001f600"),  # an escaped pair
+        (b'{"v":2,"r":"user","c":"a","c":"b"}', "b"),  # the last duplicate wins
+        (b'{"v":2,"r":"user","c":"x"} ', "x"),  # trailing whitespace
+        (b'{"v":NaN,"r":"user","c":"x"}', "x"),  # NaN: the stdlib reads it
+        (b'{"v":1e400,"r":"user","c":"x"}', "x"),  # out of a double's range
+    ],
+)
+def test_what_the_stdlib_reads_both_paths_read_alike(
+    fast_loads: Any, payload: bytes, content: str
+) -> None:
+    assert decode_message(_stored(payload), session_id="s", index=0).content == content
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b'{"v":2,"r":"user","c":"a\\ud800b"}', "surrogate"),
+        (b'{"v":2,"r":"user","c":"\xed\xa0\x80"}', "surrogate"),  # an encoded surrogate
+        (b'{"v":2,"r":"user","c":"\xff"}', "UnicodeDecodeError"),
+        (b'{"v":2,"r":"user","c":"a\x01"}', "JSONDecodeError"),
+        (b'{"v":2,"r":"user","c":"x"} x', "JSONDecodeError"),
+        (b'{"v":2,"r":"user","c":5}', "not a valid message"),
+        (b'{"v":2,"r":"robot","c":"x"}', "not a valid message"),
+    ],
+)
+def test_what_the_stdlib_refuses_both_paths_refuse_alike(
+    fast_loads: Any, payload: bytes, match: str
+) -> None:
+    with pytest.raises(CorruptHistory, match=match) as info:
+        decode_message(_stored(payload), session_id="sess", index=4)
+    assert info.value.index == 4
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        st.builds(lambda t: t.encode("utf-8", "surrogatepass"), st.text(max_size=80)),
+        st.builds(
+            lambda r, c, extra: json.dumps(
+                {"v": 2, "r": r, "c": c, **extra}, ensure_ascii=False
+            ).encode("utf-8", "surrogatepass"),
+            st.sampled_from(["user", "assistant", "system", "tool", "x"]),
+            st.one_of(st.text(max_size=40), st.integers()),
+            st.dictionaries(st.sampled_from(["c", "v", "n"]), st.text(max_size=5), max_size=1),
+        ),
+    )
+)
+def test_the_fast_decoder_agrees_with_the_stdlib_path(payload: bytes) -> None:
+    if not _FAST:
+        pytest.skip("msgspec is not installed")
+    import msgspec
+
+    raw = _stored(b'{"' + payload if not payload.startswith(b'{"') else payload)
+    results: list[tuple[object, ...]] = []
+    for loads in (None, msgspec.json.Decoder().decode):
+        _codec._fast_loads = loads
+        try:
+            m = decode_message(raw, session_id="s", index=0)
+            results.append(("ok", repr(m), m.id, m.created_at))
+        except CorruptHistory as exc:
+            results.append(("corrupt", exc.index, None, None))
+        finally:
+            _codec._fast_loads = _FAST_DEFAULT
+    assert results[0] == results[1]
+
+
+_FAST_DEFAULT = _codec._fast_loads

@@ -5,7 +5,6 @@ the store fails with a typed error that says what was refused."""
 from __future__ import annotations
 
 import asyncio
-
 import subprocess
 from typing import TYPE_CHECKING
 
