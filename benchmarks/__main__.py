@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick]``: run the suite, print the tables, write JSON and PNG."""
+"""``python -m benchmarks [--quick] [--runs N] [--goals]``: run the suite, print the tables,
+write JSON and PNG."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from . import (
     codec,
     correctness,
     decoders,
+    goals,
     otel_cost,
     pydantic_turns,
     replicas,
@@ -45,6 +47,8 @@ AREAS = {
     "agents_turns": agents_turns,
     "pydantic_turns": pydantic_turns,
     "replicas": replicas,
+    # Last: the five goals, measured over --runs N goal runs (see goals.py).
+    "goals": goals,
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,21 +125,43 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="where to write <name>.json and <name>.png (default benchmarks/results/latest "
-        "for a full run, benchmarks/results/quick for --quick)",
+        "for a full run, benchmarks/results/goals for --goals, benchmarks/results/quick "
+        "for --quick)",
     )
     parser.add_argument(
         "--max-connections", type=int, default=200, help="Redis connection pool size (200)"
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="goal runs: the goal figures' median and range over N interleaved runs "
+        "(default 1; 5 with --goals)",
+    )
+    parser.add_argument(
+        "--goals",
+        action="store_true",
+        help="run only the goal measurements (default 5 runs; writes benchmarks/results/goals)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.goals and args.only:
+        parser.error("--goals runs the goal measurements only: drop --only")
+    runs = args.runs if args.runs is not None else 5 if args.goals else 1
+    if runs < 1:
+        parser.error("--runs must be at least 1")
 
     params = Params.quick_run() if args.quick else Params.full()
-    out: Path = args.out or RESULTS / ("quick" if args.quick else "latest")
+    params.goal_runs = runs
+    areas = ["goals"] if args.goals else args.only
+    default = "quick" if args.quick else "goals" if args.goals else "latest"
+    out: Path = args.out or RESULTS / default
     results = asyncio.run(
         run_suite(
             params,
             url=args.redis_url,
-            areas=args.only,
+            areas=areas,
             peers=[] if args.no_peers else None,
             show_progress=not args.no_progress,
             max_connections=args.max_connections,

@@ -114,6 +114,11 @@ class Params:
     codec_rounds: int = 3000
     compress_history: int = 1000
     compress_rounds: int = 200
+    #: The codec-in-real-turns set (codec.turns_by_codec): rounds of 4 variants.
+    codec_turn_rounds: int = 3000
+    #: Goal runs (``--runs N``; see goals.py) and the concurrency goal 4 is measured at.
+    goal_runs: int = 1
+    goal_concurrency: int = 100
     message_chars: int = 200
     history_len: int = 40
     window: int = 20
@@ -141,6 +146,7 @@ class Params:
             peer_rounds=150,
             correctness_turns=20,
             codec_rounds=400,
+            codec_turn_rounds=400,
             compress_history=300,
             compress_rounds=20,
         )
@@ -168,6 +174,8 @@ class Params:
             peer_rounds=2,
             correctness_turns=4,
             codec_rounds=3,
+            codec_turn_rounds=3,
+            goal_concurrency=3,
             compress_history=20,
             compress_rounds=2,
         )

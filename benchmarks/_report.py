@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["chart", "machine_info", "table"]
+__all__ = ["chart", "goals_table", "machine_info", "table"]
 
 
 def _version(dist: str) -> str:
@@ -48,6 +48,7 @@ def _git_commit() -> str | None:
 
 async def machine_info(client: Any) -> dict[str, Any]:
     import promptkit_async
+    from promptkit_async import _codec
 
     server = await client.info("server")
     return {
@@ -65,6 +66,10 @@ async def machine_info(client: Any) -> dict[str, Any]:
         "httpx": _version("httpx"),
         "orjson": _version("orjson"),
         "msgspec": _version("msgspec"),
+        # The library's hot-path record parser: msgspec with the ``fast`` extra.
+        "record_decoder": "stdlib json"
+        if getattr(_codec, "_fast_loads", None) is None
+        else ("msgspec (fast extra)"),
         "openai-agents": _version("openai-agents"),
         "llama-index-storage-chat-store-redis": _version("llama-index-storage-chat-store-redis"),
     }
@@ -333,6 +338,32 @@ def table(results: dict[str, Any]) -> str:
         )
     elif cache:
         parts.append(f"\nNear cache: {cache['skipped']}")
+    by_codec = (results.get("codec") or {}).get("turns")
+    if by_codec:
+        parts.append(
+            "\nThe RedisStore turn with each codec in promptkit_async._codec (one interleaved "
+            "set with the floor)"
+        )
+        rows = []
+        for name, s in by_codec["latency"].items():
+            change = by_codec["by_codec"].get(name, {})
+            rows.append(
+                [
+                    name,
+                    _fmt(s["p50_us"]),
+                    _fmt(s["p99_us"]),
+                    _fmt(s["paired_ratio_to_floor"], 3),
+                    _fmt(change.get("difference_to_json"), 3),
+                    _fmt(change.get("paired_ratio_to_json"), 3),
+                ]
+            )
+        parts.append(
+            _rows(
+                ["codec", "p50 µs", "p99 µs", "x floor (paired)", "- json turn", "x json turn"],
+                rows,
+            )
+        )
+        parts.append(_identity_lines(by_codec["identity"]))
     decoders = results.get("decoders")
     if decoders:
         parts.append(
@@ -353,7 +384,62 @@ def table(results: dict[str, Any]) -> str:
         parts.append(
             _rows(["decoder", "line bytes", "chunk bytes", "s", "MiB/s", "x for 4x input"], rows)
         )
+    goals = results.get("goals")
+    if goals:
+        parts.append(goals_table(goals))
     return "\n".join(parts)
+
+
+def _identity_lines(identity: dict[str, Any]) -> str:
+    lines = []
+    for name, real in identity.get("real_turn", {}).items():
+        data = identity["turn_data"][name]
+        edge = identity["edge_cases"][name]
+        same = (
+            "identical" if real["payloads_identical"] and data["bytes_identical"] else "DIFFERENT"
+        )
+        read = (
+            "identical" if real["decoded_identical"] and data["decoded_identical"] else "DIFFERENT"
+        )
+        lines.append(
+            f"  {name}: the turn's stored bytes {same}, decoded messages {read}; edge cases "
+            f"whose bytes differ: {', '.join(edge['bytes_differ']) or 'none'}; whose decoding "
+            f"differs: {', '.join(edge['decoded_differ']) or 'none'}"
+        )
+    return "\n".join(lines)
+
+
+def _range(e: dict[str, Any], digits: int) -> str:
+    if e["min"] is None:
+        return "-"
+    return f"{e['min']:.{digits}f} to {e['max']:.{digits}f}"
+
+
+def goals_table(goals: dict[str, Any]) -> str:
+    """The goals: each figure's median and range over the runs, the goal, met or not."""
+    n = goals["runs"]
+    rows = []
+    for key, e in goals["goals"].items():
+        digits = (
+            0 if "round_trips" in key else 1 if key.endswith("_us") else 3 if "codec" in key else 2
+        )
+        if "decision" in e:
+            status = e["decision"] or "-"
+        elif e["met"] is None:
+            status = "-" if e["target"] == "-" else "no data"
+        else:
+            status = "met" if e["met"] else "NOT met"
+        rows.append(
+            [
+                f"{e['goal']}. {e['label']}",
+                "-" if e["median"] is None else f"{e['median']:.{digits}f}",
+                _range(e, digits),
+                e["target"],
+                status,
+            ]
+        )
+    head = f"\nGoals: median and range (min-max) over {n} run{'s' if n != 1 else ''}"
+    return "\n".join([head, _rows(["figure", "median", "range", "goal", "status"], rows)])
 
 
 def chart(results: dict[str, Any], path: Path) -> str | None:

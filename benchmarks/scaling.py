@@ -43,17 +43,17 @@ from ._contestants import (
 from ._harness import Variant, run_interleaved, summarize
 from .turns import contestants, turn_messages
 
-__all__ = ["run", "steps"]
+__all__ = ["concurrency_level", "level_rounds", "one_session", "run", "steps"]
 
 
-def _level_rounds(ctx: Context, level: int) -> int:
+def level_rounds(ctx: Context, level: int) -> int:
     p = ctx.params
     return max(p.min_rounds_per_level, p.turns_per_level // level)
 
 
 def steps(ctx: Context) -> int:
     p = ctx.params
-    total = sum(_level_rounds(ctx, c) + 1 for c in p.concurrency)
+    total = sum(level_rounds(ctx, c) + 1 for c in p.concurrency)
     total += p.one_session_rounds + 1
     total += len(p.histories) * len(p.windows) * (p.grid_rounds + max(1, p.warmup // 10))
     total += p.grid_rounds + p.warmup
@@ -208,31 +208,50 @@ async def _retention(ctx: Context) -> dict[str, Any]:
     return out
 
 
-async def run(ctx: Context) -> dict[str, Any]:
-    p = ctx.params
-    concurrency: dict[str, Any] = {}
-    for level in p.concurrency:
-        found, _ = contestants(ctx, p.window, tag=f"c{level}")
-        sids = [f"c{level}-{i}" for i in range(level)]
-        rounds = _level_rounds(ctx, level)
-        ctx.progress.section(f"scaling: {level} concurrent sessions ({rounds} rounds)", rounds + 1)
-        concurrency[str(level)] = await _bursts(ctx, found, sids, rounds)
+async def concurrency_level(ctx: Context, level: int) -> dict[str, Any]:
+    """``level`` sessions, one turn each, started at once: floor, ours and ``ctx.peers``."""
+    found, _ = contestants(ctx, ctx.params.window, tag=f"c{level}")
+    sids = [f"c{level}-{i}" for i in range(level)]
+    rounds = level_rounds(ctx, level)
+    ctx.progress.section(f"scaling: {level} concurrent sessions ({rounds} rounds)", rounds + 1)
+    try:
+        return await _bursts(ctx, found, sids, rounds)
+    finally:
         for c in found:
             await c.aclose()
 
+
+async def one_session(ctx: Context, *, plain_floor: bool = True) -> dict[str, Any]:
+    """``one_session_requests`` turns at once on ONE session: floor+lock, ours, the peers,
+    and (``plain_floor``) the racing floor."""
+    p = ctx.params
     found, _ = contestants(ctx, p.window, tag="one")
-    found.insert(1, FloorContestant(ctx.client, f"{ctx.prefix}:floorlock", p.window, locked=True))
+    if not plain_floor:
+        found.pop(0)
+    found.insert(
+        1 if plain_floor else 0,
+        FloorContestant(ctx.client, f"{ctx.prefix}:floorlock", p.window, locked=True),
+    )
     n = p.one_session_requests
     ctx.progress.section(f"scaling: {n} concurrent requests on one session", p.one_session_rounds)
-    one = await _bursts(ctx, found, ["one"] * n, p.one_session_rounds, same=True)
-    for c in found:
-        await c.aclose()
+    try:
+        one = await _bursts(ctx, found, ["one"] * n, p.one_session_rounds, same=True)
+    finally:
+        for c in found:
+            await c.aclose()
+    return {"requests": n, "results": one}
 
+
+async def run(ctx: Context) -> dict[str, Any]:
+    concurrency: dict[str, Any] = {}
+    for level in ctx.params.concurrency:
+        concurrency[str(level)] = await concurrency_level(ctx, level)
+    one = await one_session(ctx)
     grid = await _grid(ctx)
     retention = await _retention(ctx)
     return {
         "concurrency": concurrency,
-        "one_session": {"requests": n, "results": one},
+        "one_session": one,
         "history_window": grid,
         "retention": retention,
     }

@@ -35,7 +35,16 @@ from ._harness import Variant, paired_ratio, run_interleaved, summarize
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["contestants", "run", "steps"]
+__all__ = [
+    "contestants",
+    "headline",
+    "memory_turn",
+    "near_cache",
+    "run",
+    "steps",
+    "turn_messages",
+    "variant",
+]
 
 
 def steps(ctx: Context) -> int:
@@ -85,9 +94,7 @@ def _ratios(variants: list[Variant]) -> dict[str, Any]:
     return out
 
 
-def _variant(
-    c: Contestant, sid: str, seed: list[Message], user: Message, reply: Message
-) -> Variant:
+def variant(c: Contestant, sid: str, seed: list[Message], user: Message, reply: Message) -> Variant:
     async def prepare(_: int) -> None:
         await c.reseed([sid], seed)
 
@@ -150,7 +157,7 @@ async def count_round_trips(
     return best
 
 
-async def _near_cache(
+async def near_cache(
     ctx: Context, seed: list[Message], user: Message, reply: Message
 ) -> dict[str, Any]:
     """Steady state, no re-seeding: the same session turn after turn (20 of 20 stored).
@@ -208,7 +215,7 @@ async def _sqlite(ctx: Context, seed: list[Message], user: Message, reply: Messa
                 name="promptkit_async (SQLiteStore, synchronous=NORMAL)",
             ),
         ]
-        variants = [_variant(c, f"sqlite-{i}", seed, user, reply) for i, c in enumerate(found)]
+        variants = [variant(c, f"sqlite-{i}", seed, user, reply) for i, c in enumerate(found)]
         ctx.progress.section("latency: SQLiteStore turn (a file in a temp dir)", p.turn_rounds)
         try:
             await run_interleaved(
@@ -220,25 +227,49 @@ async def _sqlite(ctx: Context, seed: list[Message], user: Message, reply: Messa
     return {v.name: summarize(v.samples) for v in variants}
 
 
+async def headline(
+    ctx: Context, found: list[Contestant], seed: list[Message], user: Message, reply: Message
+) -> dict[str, Any]:
+    """The headline set: PING, the floor and ours (``found``), interleaved, re-seeded."""
+    p = ctx.params
+
+    async def ping(_: int) -> None:
+        await ctx.client.ping()
+
+    variants = [Variant("PING", ping)]
+    variants += [variant(c, f"lat-{i}", seed, user, reply) for i, c in enumerate(found)]
+    ctx.progress.section("latency: PING, floor, promptkit_async (interleaved)", p.turn_rounds)
+    await run_interleaved(variants, rounds=p.turn_rounds, warmup=p.warmup, progress=ctx.progress)
+    return _ratios(variants)
+
+
+async def memory_turn(
+    ctx: Context, seed: list[Message], user: Message, reply: Message
+) -> dict[str, Any]:
+    """The same turn on a MemoryStore (its own set: microseconds, many more rounds)."""
+    p = ctx.params
+    mem = MemoryContestant(MemoryStore(), p.window)
+    mem_variant = variant(mem, "mem", seed, user, reply)
+    ctx.progress.section("latency: MemoryStore turn", p.memory_rounds)
+    await run_interleaved(
+        [mem_variant], rounds=p.memory_rounds, warmup=p.warmup, progress=ctx.progress
+    )
+    return {mem_variant.name: summarize(mem_variant.samples)}
+
+
 async def run(ctx: Context) -> dict[str, Any]:
     p = ctx.params
     seed, user, reply = turn_messages(ctx)
     found, missing = contestants(ctx, p.window)
 
-    async def ping(_: int) -> None:
-        await ctx.client.ping()
-
     # Two interleaved sets. The peers' turns are heavier and evict the others'
     # code and data from the CPU caches, which costs the larger code path more:
     # the headline (PING, floor, ours) runs on its own; the peers run with the
     # floor and ours again, and their ratios come from that second set.
-    variants = [Variant("PING", ping)]
-    variants += [_variant(c, f"lat-{i}", seed, user, reply) for i, c in enumerate(found[:2])]
-    ctx.progress.section("latency: PING, floor, promptkit_async (interleaved)", p.turn_rounds)
-    await run_interleaved(variants, rounds=p.turn_rounds, warmup=p.warmup, progress=ctx.progress)
+    results = await headline(ctx, found[:2], seed, user, reply)
     mixed: dict[str, Any] = {}
     if len(found) > 2:
-        with_peers = [_variant(c, f"mix-{i}", seed, user, reply) for i, c in enumerate(found)]
+        with_peers = [variant(c, f"mix-{i}", seed, user, reply) for i, c in enumerate(found)]
         ctx.progress.section(
             "latency: floor, promptkit_async and peers (interleaved)", p.turn_rounds
         )
@@ -247,18 +278,10 @@ async def run(ctx: Context) -> dict[str, Any]:
         )
         mixed = _ratios(with_peers)
 
-    mem = MemoryContestant(MemoryStore(), p.window)
-    mem_variant = _variant(mem, "mem", seed, user, reply)
-    ctx.progress.section("latency: MemoryStore turn", p.memory_rounds)
-    await run_interleaved(
-        [mem_variant], rounds=p.memory_rounds, warmup=p.warmup, progress=ctx.progress
-    )
-
-    results = _ratios(variants)
     for name, entry in mixed.items():
         if name not in results:
             results[name] = entry
-    results[mem_variant.name] = summarize(mem_variant.samples)
+    results.update(await memory_turn(ctx, seed, user, reply))
     sqlite = await _sqlite(ctx, seed, user, reply)
 
     trips: dict[str, Any] = {}
@@ -266,9 +289,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         trips[c.name] = await count_round_trips(ctx, c, seed, user, reply)
     for c in found:
         await c.aclose()
-    near_cache = await _near_cache(ctx, seed, user, reply)
+    cached = await near_cache(ctx, seed, user, reply)
     return {
-        "near_cache": near_cache,
+        "near_cache": cached,
         "definition": (
             f"load the newest {p.window} of {p.history_len} messages, add a user and an "
             f"assistant message of {p.message_chars} characters, save with TTL; "
