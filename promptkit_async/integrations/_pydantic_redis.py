@@ -1,4 +1,4 @@
-"""The pydantic-ai backend's engine over a RedisStore: standalone or Cluster.
+"""The pydantic-ai backend's engine over a RedisStore: standalone or Cluster, alike.
 
 It borrows the store's client and key prefix and keeps its own keys and scripts
 (``_pydantic_scripts.py``). Redis errors are read through the store's own table
@@ -26,7 +26,7 @@ from .._exceptions import CommitOutcomeUnknown, StoreUnavailable
 from ..stores._redis._errors import Failure, classify, mapped_errors, store_error
 from ._pydantic_codec import home_of
 from ._pydantic_engine import Found, Write
-from ._pydantic_scripts import DELETE, LIST, PIN, SETTLE, UNPIN, WALK, WRITE, Keys
+from ._pydantic_scripts import DELETE, PIN, SETTLE, UNPIN, WALK, WRITE, Keys
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -63,14 +63,13 @@ def _now_ms() -> int:
 class RedisEngine:
     """One store's pydantic-ai conversations in Redis."""
 
-    __slots__ = ("_client", "_cluster", "_keys")
+    __slots__ = ("_client", "_keys")
 
     def __init__(self, store: RedisStore) -> None:
+        # Every client takes the one-slot-per-script path a Cluster needs: a standalone
+        # server behind a cluster proxy (or with strict scripting, as managed services
+        # enforce it) refuses a script whose keys span slots.
         self._client = store.client
-        # Every client takes the one-slot-per-script path that a Cluster needs: a
-        # standalone server behind a cluster proxy (or with strict scripting, as
-        # managed services enforce it) refuses a script whose keys span slots.
-        self._cluster = True
         self._keys = Keys(store.prefix)
 
     async def _run(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
@@ -89,18 +88,10 @@ class RedisEngine:
     async def read_records(self, scope: str | None, limit: int | None) -> list[bytes]:
         listing = self._keys.listing(scope)
         with mapped_errors(None, "listing conversations"):
-            if not self._cluster:
-                found = await self._run(
-                    LIST,
-                    [listing],
-                    [limit or 0, self._keys.home_head, "}:r", "1" if scope is not None else "0"],
-                )
-                return [_b(raw) for raw in found]
-            return await self._cluster_records(listing, scope is not None, limit)
+            return await self._records(listing, scope is not None, limit)
 
-    async def _cluster_records(
-        self, listing: bytes, scoped: bool, limit: int | None
-    ) -> list[bytes]:
+    async def _records(self, listing: bytes, scoped: bool, limit: int | None) -> list[bytes]:
+        """A page of the listing, then each record it names (another slot each), pipelined."""
         out: list[bytes] = []
         start = 0
         page = _PAGE if limit is None else min(_PAGE, max(limit, 1))
@@ -128,7 +119,7 @@ class RedisEngine:
         return None if home is None else _s(home)
 
     async def walk(self, head_id: str, home: str | None, limit: int | None) -> list[Found]:
-        if home is None and self._cluster:
+        if home is None:
             home = await self.locate(head_id)
             if home is None:
                 raise KeyError(head_id)
@@ -137,22 +128,7 @@ class RedisEngine:
         with mapped_errors(None, "reading a conversation history"):
             while True:
                 left = 0 if limit is None else limit - len(found)
-                if home is None:
-                    keys, where = [self._keys.locator(entry_id)], ""
-                else:
-                    keys, where = [self._keys.home(home, "e")], home
-                reply = await self._run(
-                    WALK,
-                    keys,
-                    [
-                        entry_id,
-                        where,
-                        left,
-                        "0" if self._cluster else "1",
-                        self._keys.home_head,
-                        "}:e",
-                    ],
-                )
+                reply = await self._run(WALK, [self._keys.home(home, "e")], [entry_id, home, left])
                 status, next_id, next_home = int(reply[0]), _s(reply[1]), _s(reply[2])
                 found += [
                     Found(_s(reply[i]), _b(reply[i + 1]), _s(reply[i + 2]))
@@ -178,12 +154,8 @@ class RedisEngine:
             # A new record pointing into other homes (a fork): pin them first, no need to ask.
             await self._pin(write, list(write.foreign_refs))
             pinned = list(write.foreign_refs)
-        if self._cluster:
-            await self._before_write(write, listings, locators)
-        script_keys = [keys.home(home, "r"), keys.home(home, "e"), keys.home(home, "d")]
-        script_keys.append(keys.home(home, "x"))
-        if not self._cluster:
-            script_keys += listings + locators
+        await self._before_write(write, listings, locators)
+        script_keys = [keys.home(home, k) for k in ("r", "e", "d", "x")]
         for _ in range(3):
             unpinned = [h for h in write.foreign_refs if h not in pinned]
             args: list[Any] = [
@@ -195,8 +167,6 @@ class RedisEngine:
                 listings[1] if len(listings) > 1 else b"",
                 home,
                 _now_ms(),
-                0 if self._cluster else len(listings),
-                0 if self._cluster else len(locators),
                 len(write.entries),
                 len(write.local_refs),
                 len(pinned),
@@ -223,8 +193,7 @@ class RedisEngine:
             raise ConversationConflict(write.conversation_id)
         else:  # pragma: no cover - a pin cannot go missing twice while the record is unchanged
             raise ConversationConflict(write.conversation_id)
-        if self._cluster:
-            await self._after_write(write, listings)
+        await self._after_write(write, listings)
 
     async def _pin(self, write: Write, homes: Iterable[str]) -> None:
         for other in homes:
@@ -241,7 +210,7 @@ class RedisEngine:
     async def _before_write(
         self, write: Write, listings: Sequence[bytes], locators: Sequence[bytes]
     ) -> None:
-        """Cluster: what lives in other slots and must exist before the record can."""
+        """What lives in other slots and must exist before the record can."""
         with mapped_errors(write.conversation_id, "saving a conversation"):
             async with self._client.pipeline() as pipe:
                 for listing in listings:
@@ -251,7 +220,7 @@ class RedisEngine:
                 await pipe.execute()
 
     async def _after_write(self, write: Write, listings: Sequence[bytes]) -> None:
-        """Cluster: raise the listing's score to the record's (it was written: never fails)."""
+        """Raise the listing's score to the record's (it was written: never fails)."""
         try:
             with mapped_errors(write.conversation_id, "listing a saved conversation"):
                 async with self._client.pipeline() as pipe:
@@ -318,9 +287,7 @@ class RedisEngine:
         keys = self._keys
         token = uuid.uuid4().hex
         script_keys = [keys.home(home, k) for k in ("r", "e", "p", "d", "x")]
-        if not self._cluster:
-            script_keys.append(keys.listing(None))
-        args = [expected, token, _now_ms(), home, "0" if self._cluster else "1"]
+        args = [expected, token, _now_ms()]
         try:
             reply = await self._run(DELETE, script_keys, args)
         except asyncio.CancelledError:
@@ -359,15 +326,15 @@ class RedisEngine:
             )
 
     async def _after_delete(self, home: str, reply: Sequence[Any]) -> None:
-        """Unlist (Cluster), then release what no record or pin keeps any more."""
+        """Unlist (the listings live in other slots), then release what no record or pin
+        keeps any more."""
         scope_listing = _b(reply[1])
-        if self._cluster:
-            with mapped_errors(None, "unlisting a deleted conversation"):
-                async with self._client.pipeline() as pipe:
-                    pipe.execute_command("ZREM", self._keys.listing(None), home)
-                    if scope_listing:
-                        pipe.execute_command("ZREM", scope_listing, home)
-                    await pipe.execute()
+        with mapped_errors(None, "unlisting a deleted conversation"):
+            async with self._client.pipeline() as pipe:
+                pipe.execute_command("ZREM", self._keys.listing(None), home)
+                if scope_listing:
+                    pipe.execute_command("ZREM", scope_listing, home)
+                await pipe.execute()
         work = [(home, reply[2:])]
         locators: list[bytes] = []
         while work:

@@ -6,11 +6,10 @@ it created ``:e``, the homes pinning them ``:p``, the homes it pins ``:d`` and i
 ``:x``. The other keys each have a tag of their own: an entry's locator ``{e:<escaped entry id>}``
 and the listings, ``{l}`` for every conversation and ``{s:<escaped scope>}`` per scope.
 
-Each script declares in KEYS the keys it is given, all in one slot. Two also take keys on
-standalone Redis only, where slots do not matter (a write's listing and locators, a delete's
-listing), and two build a home's keys from the parts given in ARGV: the walk, when it follows a
-history into another home, and the listing, to read the records it lists; both do so on
-standalone Redis only. On a Cluster the client makes those steps itself.
+Each script touches only the keys it declares in KEYS, all in one slot, on a Cluster and a
+standalone server alike (a standalone server behind a proxy, or with strict scripting, refuses
+anything else). What lives in other slots (listings, locators, another home's entries) the
+client writes or reads itself, beside the script.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from ..stores._redis._scripts import Script
 
 __all__ = [
     "DELETE",
-    "LIST",
     "MARK_MS",
     "PIN",
     "SETTLE",
@@ -74,11 +72,10 @@ local function mark(marks, member, now)
 end
 """ % (MARK_MS, MARK_MS)
 
-# KEYS: record, entries, deps, marks, then ARGV[9] listing keys, then ARGV[10] locator keys
-# (both standalone only). ARGV: 1 '0' (no record may exist) or '1' .. expected revision,
-# 2 new revision, 3 record, 4 homes, 5 score, 6 the scope's listing key ('' none), 7 this home,
-# 8 now ms, 9-14 counts (listings, locators, new entries, local refs, pinned homes, foreign
-# homes), then new entries (id, value), local refs, homes pinned for this write, foreign homes.
+# KEYS: record, entries, deps, marks. ARGV: 1 '0' (no record may exist) or '1' .. expected
+# revision, 2 new revision, 3 record, 4 homes, 5 score, 6 the scope's listing key ('' none),
+# 7 this home, 8 now ms, 9-12 counts (new entries, local refs, pinned homes, foreign homes),
+# then new entries (id, value), local refs, homes pinned for this write, foreign homes.
 # Returns {1} written, {2} written already (a re-sent copy), {0} revision conflict,
 # {-1} aborted by a settle, {-3} a local ref is not stored, {-2, home...} homes to pin first.
 _WRITE = (
@@ -93,9 +90,9 @@ if string.sub(ARGV[1], 1, 1) == '0' then
 elseif cur ~= string.sub(ARGV[1], 2) then
   return {0}
 end
-local nl, nloc, ne = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local nr, np, nf = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local ents = 15
+local ne, nr = tonumber(ARGV[9]), tonumber(ARGV[10])
+local np, nf = tonumber(ARGV[11]), tonumber(ARGV[12])
+local ents = 13
 local refs = ents + 2 * ne
 local pinned = refs + nr
 local foreign = pinned + np
@@ -115,8 +112,6 @@ if #missing > 1 then return missing end
 for k = 0, np - 1 do redis.call('SADD', KEYS[3], ARGV[pinned + k]) end
 for k = 0, ne - 1 do redis.call('HSETNX', KEYS[2], ARGV[ents + 2 * k], ARGV[ents + 2 * k + 1]) end
 redis.call('HSET', KEYS[1], 'v', rev, 'd', ARGV[3], 'h', ARGV[4], 's', ARGV[6])
-for k = 1, nl do redis.call('ZADD', KEYS[4 + k], ARGV[5], ARGV[7]) end
-for k = 1, nloc do redis.call('SET', KEYS[4 + nl + k], ARGV[7]) end
 mark(KEYS[4], 'w' .. rev, tonumber(ARGV[8]))
 return {1}
 """
@@ -158,8 +153,7 @@ local function release(entries, deps, out)
 end
 """
 
-# KEYS: record, entries, pins, deps, marks, then the all-conversations listing (standalone
-# only). ARGV: expected revision, token, now ms, this home, '1' to unlist here.
+# KEYS: record, entries, pins, deps, marks. ARGV: expected revision, token, now ms.
 # Returns {2} deleted already (a re-sent copy), {-1} aborted, {0} conflict,
 # {1, scope listing key, -1} deleted but its entries pinned, or
 # {1, scope listing key, n, n entry ids..., pinned homes...} deleted with its entries.
@@ -173,10 +167,6 @@ if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return {0} end
 local scope = redis.call('HGET', KEYS[1], 's') or ''
 redis.call('DEL', KEYS[1])
 mark(KEYS[5], 'w' .. ARGV[2], tonumber(ARGV[3]))
-if ARGV[5] == '1' then
-  redis.call('ZREM', KEYS[6], ARGV[4])
-  if scope ~= '' then redis.call('ZREM', scope, ARGV[4]) end
-end
 if redis.call('SCARD', KEYS[3]) > 0 then return {1, scope, -1} end
 return release(KEYS[2], KEYS[4], {1, scope})
 """
@@ -193,21 +183,14 @@ return release(KEYS[2], KEYS[4], {})
 """
 )
 
-# KEYS: the entries of the head's home, or (ARGV[2] == '') the head's locator.
-# ARGV: head id, its home or '', limit (0: none), '1' to follow into other homes (standalone),
-# the entries key's head and tail. Returns {status, next id, its home, then (id, value, home)
-# per entry from the head back}: status 1 done, 2 go on at next id in its home (another slot),
-# 0 the next id is not stored there.
+# KEYS: the entries of the head's home. ARGV: head id, its home, limit (0: none).
+# Returns {status, next id, its home, then (id, value, home) per entry from the head back}:
+# status 1 done, 2 go on at next id in its home (another slot), 0 the next id is not there.
 _WALK = (
     _FIELD
     + b"""
 local entries, home = KEYS[1], ARGV[2]
-if home == '' then
-  home = redis.call('GET', KEYS[1])
-  if not home then return {0, ARGV[1], ''} end
-  entries = ARGV[5] .. home .. ARGV[6]
-end
-local limit, cross = tonumber(ARGV[3]), ARGV[4] == '1'
+local limit = tonumber(ARGV[3])
 local out = {1, '', ''}
 local id, n = ARGV[1], 0
 while id and (limit == 0 or n < limit) do
@@ -224,39 +207,13 @@ while id and (limit == 0 or n < limit) do
   local phome = field(v, pos)
   id = pid
   if id and phome ~= '' then
-    if not cross then
-      if limit == 0 or n < limit then out[1], out[2], out[3] = 2, id, phome end
-      return out
-    end
-    home = phome
-    entries = ARGV[5] .. phome .. ARGV[6]
+    if limit == 0 or n < limit then out[1], out[2], out[3] = 2, id, phome end
+    return out
   end
 end
 return out
 """
 )
-
-# KEYS: a listing. ARGV: limit (0: none), the record key's head and tail, '1' to keep only
-# records whose scope listing is this one. Standalone only: it reads the records it lists.
-# Returns the records, newest first.
-_LIST = b"""
-local limit = tonumber(ARGV[1])
-local page = 200
-if limit > 0 and limit < page then page = limit end
-local out, start = {}, 0
-while true do
-  local members = redis.call('ZREVRANGE', KEYS[1], start, start + page - 1)
-  for _, m in ipairs(members) do
-    local got = redis.call('HMGET', ARGV[2] .. m .. ARGV[3], 'd', 's')
-    if got[1] and (ARGV[4] ~= '1' or got[2] == KEYS[1]) then
-      out[#out + 1] = got[1]
-      if #out == limit then return out end
-    end
-  end
-  if #members < page then return out end
-  start = start + page
-end
-"""
 
 WRITE = Script(_WRITE)
 SETTLE = Script(_SETTLE)
@@ -264,4 +221,3 @@ PIN = Script(_PIN)
 DELETE = Script(_DELETE)
 UNPIN = Script(_UNPIN)
 WALK = Script(_WALK)
-LIST = Script(_LIST)
