@@ -77,6 +77,7 @@ class Invalidations:
         "_poller",
         "_pool",
         "_prefix",
+        "_loop",
         "_task",
         "cache",
         "disabled",
@@ -99,6 +100,7 @@ class Invalidations:
         self._conn: Any = None
         self._poller: Any = None  # select.poll on the invalidation socket, where there is one
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Sessions with a tracked load or commit in flight: True once an
         # invalidation for one arrived meanwhile.
         self._pending: dict[str, bool] = {}
@@ -110,6 +112,8 @@ class Invalidations:
         token = entry.token
         if token is None or not self.live or token[2] != self.gen:
             return False
+        if self._loop is not asyncio.get_running_loop():
+            return False  # invalidations are read on another loop's task (start() moves it)
         conn, writer, _ = token
         if conn._writer is not writer or writer is None:
             return False
@@ -177,15 +181,28 @@ class Invalidations:
     # -- the connection ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the invalidation connection in the background (idempotent; needs a loop)."""
-        if self._task is None and self.disabled is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Open the invalidation connection in the background (idempotent; needs a loop).
+
+        A store used from another event loop than before (its reader task is bound
+        to the old one, which may be closed) starts over there, trusting nothing
+        read until then."""
+        if self.disabled is not None:
+            return
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and not task.done() and self._loop is loop:
+            return
+        self._lost()
+        self._conn = None  # the old loop's connection: not closable from here
+        self._poller = None
+        self._loop = loop
+        self._task = loop.create_task(self._run())
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
         self.live = False
         self.gen += 1
-        if task is not None:
+        if task is not None and self._loop is asyncio.get_running_loop():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
