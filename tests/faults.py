@@ -10,6 +10,9 @@ both ways. Faults are switched at run time:
 - ``request_delay`` / ``reply_delay``: seconds to hold each chunk before
   forwarding it (order is kept); ``delay_match`` restricts the request delay to
   chunks containing those bytes (e.g. ``b"EVALSHA"``);
+- ``delay_replies_of(match, seconds)``: hold each reply chunk ``seconds`` on the
+  links that sent a request containing ``match`` (e.g. ``b"promptkit-inv"``,
+  the near cache's invalidation connection), the others untouched;
 - ``drop_reply(match)``: one-shot. The next request containing ``match`` is
   forwarded, and when the server's reply arrives (proof it was executed) the
   client connection is cut instead: the reply is lost;
@@ -44,12 +47,13 @@ _CHUNK = 65536
 class _Link:
     """One client connection and its upstream connection."""
 
-    __slots__ = ("client", "drop_on_reply", "tasks", "upstream")
+    __slots__ = ("client", "drop_on_reply", "reply_delay", "tasks", "upstream")
 
     def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
         self.client = client
         self.upstream = upstream
         self.drop_on_reply = False
+        self.reply_delay = 0.0  # set by FaultProxy.delay_replies_of
         self.tasks: list[asyncio.Task[None]] = []
 
     def cut(self) -> None:
@@ -81,6 +85,8 @@ class FaultProxy:
         self.request_delay = 0.0
         self.reply_delay = 0.0
         self.delay_match: bytes | None = None
+        self.delayed_links = 0  # links matched by delay_replies_of
+        self._link_delay: tuple[bytes, float] | None = None
         self.requests: list[bytes] = []
         self.replies: list[bytes] = []
         self.forwarded: list[bytes] = []
@@ -179,6 +185,11 @@ class FaultProxy:
         """Cut the connection instead of forwarding the next request containing ``match``."""
         self._drop_request = match
 
+    def delay_replies_of(self, match: bytes, seconds: float) -> None:
+        """Hold each reply chunk ``seconds`` on links that sent a request containing
+        ``match`` (from then on, links open now included; order is kept)."""
+        self._link_delay = (match, seconds)
+
     def blackhole(self) -> None:
         self.mode = "blackhole"
 
@@ -188,6 +199,9 @@ class FaultProxy:
         self.request_delay = 0.0
         self.reply_delay = 0.0
         self.delay_match = None
+        self._link_delay = None
+        for link in self._links:
+            link.reply_delay = 0.0
         self._drop_reply = None
         self._drop_request = None
         self._after_drop = None
@@ -240,6 +254,10 @@ class FaultProxy:
                     break
                 if self.mode == "blackhole":
                     continue
+                delay = self._link_delay
+                if delay is not None and not link.reply_delay and delay[0] in chunk:
+                    link.reply_delay = delay[1]
+                    self.delayed_links += 1
                 if self._drop_reply is not None and self._drop_reply in chunk:
                     self._drop_reply = None
                     link.drop_on_reply = True
@@ -278,6 +296,8 @@ class FaultProxy:
                     continue
                 if self.reply_delay:
                     await asyncio.sleep(self.reply_delay)
+                if link.reply_delay:
+                    await asyncio.sleep(link.reply_delay)
                 if link.client.transport.is_closing():
                     continue  # keep reading: the server may still be answering late copies
                 link.client.write(chunk)

@@ -29,7 +29,7 @@ KEEP = 100
 class CacheEntry:
     """A session window, valid while ``version`` and ``length`` are the session's."""
 
-    __slots__ = ("complete", "length", "messages", "token", "version")
+    __slots__ = ("complete", "expires", "length", "messages", "token", "version")
 
     def __init__(
         self,
@@ -38,8 +38,12 @@ class CacheEntry:
         messages: tuple[Message, ...],
         complete: bool,
         token: Token | None = None,
+        expires: float | None = None,
     ) -> None:
         self.version = version
+        # When the session may expire (time.monotonic(); None: never): an entry is not
+        # served from memory past it, as Redis reports an expiry only once it deletes.
+        self.expires = expires
         # Set while Redis tracks the entry's keys for us (see _tracking): it may
         # then be served without asking; an invalidation clears it.
         self.token = token
@@ -101,6 +105,7 @@ class NearCache:
         batch: Sequence[Message],
         max_messages: int | None,
         token: Token | None = None,
+        expires: float | None = None,
     ) -> None:
         """After our own commit, extend the cached window if nobody wrote in between.
 
@@ -127,4 +132,4 @@ class NearCache:
         if len(combined) > window:
             combined = combined[len(combined) - window :]
             complete = False
-        self.remember(session_id, CacheEntry(turn_id, length, combined, complete, token))
+        self.remember(session_id, CacheEntry(turn_id, length, combined, complete, token, expires))

@@ -156,6 +156,7 @@ class Committer:
         listing = None
         if owner is not None:
             listing = asyncio.ensure_future(self._list_in(owner, member, ttl_ms))
+        sent = time.monotonic()
         try:
             outcome, previous, before, first, ms, gen, acked, token = await self._send(
                 turn, keys, args
@@ -195,7 +196,10 @@ class Committer:
             )
         if outcome == _APPLIED and self._cache.size:
             if turn.after is None and turn.replace_last is None:
-                self._cache.advance(session_id, previous, before, turn.turn_id, stored, cap, token)
+                expires = None if ttl is None else sent + ttl
+                self._cache.advance(
+                    session_id, previous, before, turn.turn_id, stored, cap, token, expires
+                )
             else:
                 self._cache.drop(session_id)  # a rewind: the cached window is no longer it
         if self.replicas is not None:

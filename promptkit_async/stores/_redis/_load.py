@@ -15,6 +15,7 @@ only when such a record is in a window.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..._codec import EPOCH, decode_message, id_number
@@ -99,6 +100,7 @@ class Loader:
         keys = _keys.session_keys(self._link.prefix, session_id)
         known, length = (entry.version, entry.length) if entry is not None else ("", -1)
         start = -limit if limit else 0
+        sent = time.monotonic()
         with mapped_errors(session_id, f"loading session {session_id!r}"):
             if inv is None:
                 reply, token = await LOAD_IF_CHANGED(self._link, keys, (known, start, length)), None
@@ -106,12 +108,14 @@ class Loader:
                 reply, token = await LOAD_IF_CHANGED.tracked(
                     self._link, session_id, keys, (known, start, length)
                 )
-            version, stored, raw = load_if_changed_reply(reply)
+            version, stored, raw, ttl = load_if_changed_reply(reply)
             if raw is None and entry is None:  # "current" for a window we do not have
                 raise BadReply("the cached load", reply)
+        expires = sent + ttl / 1000 if ttl >= 0 else None
         if raw is None:
             assert entry is not None
             entry.token = token
+            entry.expires = expires
             return cache.hit(session_id, entry, limit)
         cache.misses += 1
         messages = decode_window(session_id, raw, limit, self.max_bytes)
@@ -120,7 +124,8 @@ class Loader:
         # An absent session is cached too (version ''): the script never calls ''
         # current, but our own next commit can extend it.
         complete = limit is None or len(messages) < limit
-        cache.remember(session_id, CacheEntry(version, stored, tuple(messages), complete, token))
+        entry = CacheEntry(version, stored, tuple(messages), complete, token, expires)
+        cache.remember(session_id, entry)
         return messages
 
 

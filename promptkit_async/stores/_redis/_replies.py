@@ -121,14 +121,16 @@ def last_turn_reply(value: object, turn_id: str) -> tuple[int, int, int]:
     return (first, ms, gen) if first >= 0 and ms >= 0 and gen >= 0 else (-1, -1, -1)
 
 
-def load_if_changed_reply(value: object) -> tuple[str, int, list[Any] | None]:
-    """``{version, length}`` (the cached window is current) or ``{version, length, entries}``."""
-    if type(value) is list and len(value) in (2, 3):
+def load_if_changed_reply(value: object) -> tuple[str, int, list[Any] | None, int]:
+    """``{version, length, pttl}`` (the cached window is current) or ``{version, length,
+    entries, pttl}``; pttl in milliseconds (-1: no expiry, -2: no history)."""
+    if type(value) is list and len(value) in (3, 4):
         version = text("the cached load", value[0])
         length = integer("the cached load", value[1])
-        if len(value) == 2:
-            return version, length, None
-        return version, length, entries("the cached load", value[2])
+        ttl = integer("the cached load", value[-1])
+        if len(value) == 3:
+            return version, length, None, ttl
+        return version, length, entries("the cached load", value[2]), ttl
     raise BadReply("the cached load", value)
 
 

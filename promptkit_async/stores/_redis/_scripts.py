@@ -385,17 +385,20 @@ return -1
 )
 
 # KEYS: history, turns. ARGV: known version ('' = none), LRANGE start, known
-# history length. {version, length} when the caller's copy is current (same
-# version and same length: a write that went around the commit script, such
-# as a foreign RPUSH, changes the length), else {version, length, entries}.
+# history length. {version, length, pttl} when the caller's copy is current
+# (same version and same length: a write that went around the commit script,
+# such as a foreign RPUSH, changes the length), else {version, length, entries,
+# pttl}; pttl is the history's PTTL (-1: no expiry, -2: no history).
 _LOAD_IF_CHANGED = (
     _VERSIONS
     + b"""
 local n = redis.call('LLEN', KEYS[1])
-if n == 0 then return {'', 0, {}} end
+if n == 0 then return {'', 0, {}, -2} end
 local v = version(KEYS[2])
-if v ~= '' and v == ARGV[1] and n == tonumber(ARGV[3]) then return {v, n} end
-return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1)}
+-- The history's time to live: the near cache serves no entry from memory past it.
+local ttl = redis.call('PTTL', KEYS[1])
+if v ~= '' and v == ARGV[1] and n == tonumber(ARGV[3]) then return {v, n, ttl} end
+return {v, n, redis.call('LRANGE', KEYS[1], ARGV[2], -1), ttl}
 """
 )
 

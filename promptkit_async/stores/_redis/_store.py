@@ -392,7 +392,7 @@ class RedisStore(BaseStore):
     def tracking(self) -> bool:
         """True while server-assisted invalidation is live (loads may skip Redis)."""
         inv = self._link.invalidations
-        return inv is not None and inv.live
+        return inv is not None and inv.live and inv.disabled is None
 
     @property
     def invalidations(self) -> int:

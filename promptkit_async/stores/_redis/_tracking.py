@@ -38,6 +38,7 @@ import contextlib
 import logging
 import secrets
 import select
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from redis import exceptions as rexc
@@ -114,6 +115,9 @@ class Invalidations:
             return False
         if self._loop is not asyncio.get_running_loop():
             return False  # invalidations are read on another loop's task (start() moves it)
+        expires = entry.expires
+        if expires is not None and time.monotonic() >= expires:
+            return False
         conn, writer, _ = token
         if conn._writer is not writer or writer is None:
             return False
@@ -167,7 +171,8 @@ class Invalidations:
             self._broken(f"turning tracking on failed: {tracking!r}")
             return
         if isinstance(tracking, Exception) or isinstance(listing, Exception):
-            self._disable(f"the server does not support CLIENT TRACKING: {tracking!r} {listing!r}")
+            answer = tracking if isinstance(tracking, Exception) else listing
+            self._disable(f"the server does not support CLIENT TRACKING: {str(answer)[:120]}")
             return
         text = listing.decode() if isinstance(listing, bytes) else str(listing)
         if f" name={self._name.decode()} " not in f" {text} ":
@@ -218,7 +223,10 @@ class Invalidations:
             except asyncio.CancelledError:
                 raise
             except rexc.ResponseError as exc:
-                self._disable(f"the invalidation connection was refused: {exc}")
+                if _refusal(exc):
+                    self._disable(f"the server refuses what tracking needs: {str(exc)[:120]}")
+                else:  # e.g. LOADING after a restart: tried again
+                    logger.debug("near cache: invalidation connection refused: %r", exc)
             except Exception as exc:
                 logger.debug("near cache: invalidation connection lost: %r", exc)
             self._lost()
@@ -241,6 +249,15 @@ class Invalidations:
         await conn.read_response()
         await conn.send_command("CLIENT", "ID")
         self.id = int(await conn.read_response())
+        # What every data connection will need, asked once here, so that a server
+        # or an ACL user without it turns tracking off before it is ever live.
+        await conn.send_command("CLIENT", "TRACKING", "ON")
+        await conn.read_response()
+        await conn.send_command("CLIENT", "TRACKING", "OFF")
+        await conn.read_response()
+        await conn.send_command("CLIENT", "LIST", "ID", self.id)
+        if self._name not in _bytes(await conn.read_response()):
+            raise rexc.ResponseError("unknown command: CLIENT LIST does not name the client")
         self._poller = None
         sock = conn._writer.get_extra_info("socket") if conn._writer is not None else None
         if sock is not None and hasattr(select, "poll"):
@@ -316,3 +333,13 @@ class Invalidations:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
+
+
+def _refusal(exc: rexc.ResponseError) -> bool:
+    """A refusal for good (no permission, a server without the command), not a passing state."""
+    text = str(exc).lower()
+    return isinstance(exc, rexc.NoPermissionError) or "unknown" in text or "noperm" in text
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

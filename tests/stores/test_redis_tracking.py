@@ -1,0 +1,323 @@
+"""Server-assisted invalidation for the near cache, in one process against a real server.
+
+Round trips are counted at a :class:`FaultProxy` in front of Redis: the
+request chunks the store's data connections sent (the invalidation
+connection's heartbeat ``PING`` left out). The cross-process suite is
+``test_redis_near_cache_processes.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from promptkit_async import RedisStore, Session
+from promptkit_async.stores._redis._scripts import COMMIT, LOAD_IF_CHANGED
+
+from ..conftest import through, wait_until
+from ..faults import FaultProxy
+from ..samples import a, u
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from promptkit_async import Message
+
+    from ..conftest import RedisServer
+
+PING = b"*1\r\n$4\r\nPING\r\n"  # the invalidation connection's heartbeat
+LOAD = LOAD_IF_CHANGED.sha.encode()
+WINDOW = 20
+
+
+def sent(proxy: FaultProxy, since: int) -> list[bytes]:
+    """The request chunks sent through ``proxy`` since ``since``, heartbeats left out."""
+    return [chunk for chunk in proxy.requests[since:] if chunk != PING]
+
+
+def texts(messages: Sequence[Message]) -> list[str]:
+    return [m.text for m in messages]
+
+
+@contextlib.asynccontextmanager
+async def tracked(url: str, prefix: str, **options: Any) -> AsyncIterator[RedisStore]:
+    """A near-cache store whose invalidation connection is live."""
+    store = RedisStore.from_url(url, prefix=prefix, near_cache=100, **options)
+    try:
+        await store.load("warm-up", 1)  # starts the invalidation connection
+        await wait_until(lambda: store.tracking, 10)
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def from_memory(store: RedisStore, proxy: FaultProxy, sid: str) -> list[str]:
+    """Load ``sid``, asserting it cost no round trip."""
+    mark = len(proxy.requests)
+    window = texts(await store.load(sid, WINDOW))
+    assert sent(proxy, mark) == [], f"{sid} was not served from memory"
+    return window
+
+
+async def checked(store: RedisStore, proxy: FaultProxy, sid: str) -> list[str]:
+    """Load ``sid``, asserting Redis was asked (the load script, or a reconnection first)."""
+    mark = len(proxy.requests)
+    window = texts(await store.load(sid, WINDOW))
+    assert any(LOAD in chunk for chunk in sent(proxy, mark)), f"{sid} was served from memory"
+    return window
+
+
+async def invalidated(store: RedisStore, before: int) -> None:
+    """Wait until ``store`` received an invalidation more than ``before``."""
+    await wait_until(lambda: store.invalidations > before)
+
+
+async def invalidation_ids(admin: aioredis.Redis) -> list[dict[str, Any]]:
+    return [c for c in await admin.client_list() if c["name"].startswith("promptkit-inv")]
+
+
+@pytest.mark.redis
+async def test_a_steady_state_turn_is_one_round_trip(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    expected: list[str] = []
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        for i in range(14):
+            mark, hits, misses = len(proxy.requests), store.cache_hits, store.cache_misses
+            async with Session(store, "s", max_messages=WINDOW) as s:
+                assert texts(s.history) == expected[-WINDOW:]
+                s.add(u(f"q{i}"), a(f"a{i}"))
+            expected += [f"q{i}", f"a{i}"]
+            if i >= 2:  # the first turns set the connection's tracking up
+                [commit] = sent(proxy, mark)  # the commit, and nothing else
+                assert COMMIT.sha.encode() in commit and LOAD not in commit
+                assert (store.cache_hits, store.cache_misses) == (hits + 1, misses)
+        assert store.tracking
+    assert texts(await truth.load("s")) == expected
+
+
+@pytest.mark.redis
+async def test_a_foreign_write_invalidates(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        await store.append("s", [u("mine")])
+        assert await checked(store, proxy, "s") == ["mine"]
+        assert await from_memory(store, proxy, "s") == ["mine"]
+        for i in range(3):
+            before, misses = store.invalidations, store.cache_misses
+            await truth.append("s", [u(f"theirs {i}")])
+            await invalidated(store, before)
+            window = await checked(store, proxy, "s")
+            assert window == ["mine"] + [f"theirs {j}" for j in range(i + 1)]
+            assert store.cache_misses == misses + 1  # transferred, not just confirmed
+            assert await from_memory(store, proxy, "s") == window  # tracked again
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("flush", ["FLUSHDB", "FLUSHALL", "FLUSHDB ASYNC", "FLUSHALL ASYNC"])
+async def test_a_flush_invalidates_every_entry(
+    spawn_server: Callable[..., RedisServer], prefix: str, flush: str
+) -> None:
+    server = spawn_server()
+    admin = aioredis.Redis.from_url(server.url)
+    sessions = ["f0", "f1", "f2"]
+    try:
+        async with FaultProxy(server.port) as proxy, tracked(proxy.url, prefix) as store:
+            for sid in sessions:
+                await store.append(sid, [u(sid)])
+                assert await checked(store, proxy, sid) == [sid]
+            for sid in sessions:
+                assert await from_memory(store, proxy, sid) == [sid]
+            before = store.invalidations
+            everything, asynchronous = flush.startswith("FLUSHALL"), flush.endswith("ASYNC")
+            if everything:
+                await admin.flushall(asynchronous=asynchronous)
+            else:
+                await admin.flushdb(asynchronous=asynchronous)
+            await invalidated(store, before)
+            for sid in sessions:
+                assert await checked(store, proxy, sid) == []
+            async with Session(store, "f0", max_messages=WINDOW) as s:
+                assert s.history == ()
+                s.add(u("again"))
+            assert texts(await store.load("f0")) == ["again"]
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.redis
+async def test_a_killed_invalidation_connection_means_checked_loads_until_it_is_back(
+    spawn_server: Callable[..., RedisServer], prefix: str
+) -> None:
+    server = spawn_server()
+    admin = aioredis.Redis.from_url(server.url)
+    other = RedisStore(admin, prefix=prefix)  # another writer
+    try:
+        async with FaultProxy(server.port) as proxy, tracked(proxy.url, prefix) as store:
+            [inv] = await invalidation_ids(admin)
+            assert re.fullmatch(r"promptkit-inv-[0-9a-f]{16}", inv["name"])
+            assert inv["resp"] == "3"
+            await store.append("k", [u("0")])
+            assert await checked(store, proxy, "k") == ["0"]
+            assert await from_memory(store, proxy, "k") == ["0"]
+            # The next invalidation connection answers late: it is down a while.
+            proxy.delay_replies_of(b"promptkit-inv", 0.3)
+            await admin.client_kill_filter(_id=inv["id"])
+            # Written while nothing can tell the store: it must still see it.
+            await other.append("k", [u("1")])
+            await wait_until(lambda: not store.tracking, 10)
+            assert await checked(store, proxy, "k") == ["0", "1"]
+            await other.append("k", [u("2")])
+            assert await checked(store, proxy, "k") == ["0", "1", "2"]
+            await wait_until(lambda: store.tracking, 10)
+            [again] = await invalidation_ids(admin)
+            assert again["id"] != inv["id"]
+            assert store.tracking
+            assert await checked(store, proxy, "k") == ["0", "1", "2"]  # tracked anew
+            assert await from_memory(store, proxy, "k") == ["0", "1", "2"]
+            before = store.invalidations
+            await other.append("k", [u("3")])
+            await invalidated(store, before)
+            assert await checked(store, proxy, "k") == ["0", "1", "2", "3"]
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.redis
+async def test_a_killed_data_connection_leaves_its_entries_untrusted(
+    spawn_server: Callable[..., RedisServer], prefix: str
+) -> None:
+    server = spawn_server()
+    admin = aioredis.Redis.from_url(server.url)
+    other = RedisStore(admin, prefix=prefix)
+    try:
+        async with FaultProxy(server.port) as proxy, tracked(proxy.url, prefix) as store:
+            await store.append("d", [u("0")])
+            assert await checked(store, proxy, "d") == ["0"]
+            assert await from_memory(store, proxy, "d") == ["0"]
+            me = await admin.client_id()
+            data = [
+                c
+                for c in await admin.client_list()
+                if not c["name"].startswith("promptkit-inv") and int(c["id"]) != me
+            ]
+            assert data
+            for c in data:
+                await admin.client_kill_filter(_id=c["id"])
+            # Redis forgot what the killed connection read: no invalidation for this.
+            await other.append("d", [u("1")])
+            assert await checked(store, proxy, "d") == ["0", "1"]
+            assert store.tracking  # the invalidation connection was left alone
+            assert await from_memory(store, proxy, "d") == ["0", "1"]  # on the new connection
+            before = store.invalidations
+            await other.append("d", [u("2")])
+            await invalidated(store, before)
+            assert await checked(store, proxy, "d") == ["0", "1", "2"]
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "options",
+    [{"tracking": False}, {"distributed_lock": True}],
+    ids=["tracking=False", "distributed_lock"],
+)
+async def test_without_tracking_every_load_asks_redis(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore, options: dict[str, Any]
+) -> None:
+    store = RedisStore.from_url(through(proxy, redis_url), prefix=prefix, near_cache=100, **options)
+    expected: list[str] = []
+    try:
+        for i in range(6):
+            mark = len(proxy.requests)
+            async with Session(store, "s", max_messages=WINDOW) as s:
+                assert texts(s.history) == expected[-WINDOW:]
+                s.add(u(f"q{i}"))
+            expected.append(f"q{i}")
+            assert sum(LOAD in chunk for chunk in sent(proxy, mark)) == 1
+            if i % 2:  # another writer: seen by the very next load, nothing waited for
+                await truth.append("s", [u(f"theirs {i}")])
+                expected.append(f"theirs {i}")
+            assert await checked(store, proxy, "s") == expected[-WINDOW:]
+        assert store.cache_hits > 0  # the cache is on: confirmed by version
+        assert not store.tracking and store.invalidations == 0
+        assert proxy.count(b"promptkit-inv") == 0 and proxy.count(b"TRACKING") == 0
+    finally:
+        await store.aclose()
+
+
+async def test_a_store_over_fakeredis_works_without_tracking(prefix: str) -> None:
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    client_a = fakeredis.FakeAsyncRedis(server=server)
+    client_b = fakeredis.FakeAsyncRedis(server=server)
+    mine = RedisStore(client_a, prefix=prefix, near_cache=100)
+    theirs = RedisStore(client_b, prefix=prefix, near_cache=100)
+    expected: list[str] = []
+    try:
+        for i in range(5):
+            async with Session(mine, "s", max_messages=WINDOW) as s:
+                assert texts(s.history) == expected[-WINDOW:]
+                s.add(u(f"q{i}"))
+            expected.append(f"q{i}")
+            assert texts(await mine.load("s", WINDOW)) == expected[-WINDOW:]
+            await theirs.append("s", [u(f"theirs {i}")])
+            expected.append(f"theirs {i}")
+            # no invalidation can come: the very next load must see it
+            assert texts(await mine.load("s", WINDOW)) == expected[-WINDOW:]
+        assert not mine.tracking and mine.invalidations == 0
+        assert mine.cache_hits > 0
+    finally:
+        await mine.aclose()
+        await theirs.aclose()
+        await client_a.aclose()
+        await client_b.aclose()
+
+
+@pytest.mark.redis
+async def test_no_window_is_served_from_memory_past_its_ttl(
+    proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    # Redis reports an expiry only when it deletes the key (its expiry cycle, or an
+    # access): an entry carries the session's deadline and is checked past it.
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        async with Session(store, "by-commit", ttl=0.6) as s:
+            s.add(u("soon gone"))
+        await store.append("by-load", [u("also")], ttl=0.6)
+        assert await checked(store, proxy, "by-load") == ["also"]
+        for sid, content in (("by-commit", "soon gone"), ("by-load", "also")):
+            assert await from_memory(store, proxy, sid) == [content]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.6
+        while loop.time() < deadline + 0.05:
+            await asyncio.sleep(0.02)
+        for sid in ("by-commit", "by-load"):
+            assert await checked(store, proxy, sid) == []  # asked Redis: expired
+
+
+@pytest.mark.redis
+async def test_a_closed_store_leaves_no_invalidation_connection(
+    redis_url: str, prefix: str
+) -> None:
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        async with tracked(redis_url, prefix) as store:
+            name = next(
+                c["name"]
+                for c in await invalidation_ids(admin)
+                if c["id"] == str(store._link.invalidations.id)  # type: ignore[union-attr]
+            )
+        assert not store.tracking
+        await asyncio.sleep(0.05)
+        assert name not in [c["name"] for c in await invalidation_ids(admin)]
+        assert [t for t in asyncio.all_tasks() if "Invalidations._run" in repr(t)] == []
+    finally:
+        await admin.aclose()
