@@ -39,7 +39,7 @@ from ._summary import with_summary
 from ._toolloop import run_tools
 from ._tools import Tool
 from ._trim import trim
-from .stores._contract import trusted_turn
+from .stores._contract import Turn, trusted_turn
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._summary import Summary
     from ._telemetry import TurnTrace
     from .providers._base import Provider
-    from .stores._contract import Lease, Store, SupportsSummaries, SupportsTurns, Turn
+    from .stores._contract import Lease, Store, SupportsSummaries
 
 __all__ = ["Session"]
 
@@ -118,9 +118,12 @@ class Session:
     ) -> None:
         self.store = store
         self.session_id = check_session_id(session_id)
-        base = DEFAULT_SETTINGS if settings is None else settings
-        if not isinstance(base, SessionSettings):
-            raise TypeError(f"settings must be a SessionSettings, got {type(base).__name__}")
+        if settings is None:
+            base = DEFAULT_SETTINGS  # no isinstance check needed: the common case
+        elif isinstance(settings, SessionSettings):
+            base = settings
+        else:
+            raise TypeError(f"settings must be a SessionSettings, got {type(settings).__name__}")
         self.settings = base.with_options(options) if options else base
         self.provider = provider
         self._plan = plan_for(store)
@@ -164,12 +167,16 @@ class Session:
         settings = self.settings
         timeout = settings.lock_timeout
         started = perf_counter() if plan.leases else 0.0
-        try:
-            self._entry = await plan.locks.acquire(self.session_id, timeout)
-        except BaseException as exc:
-            self._state = _CLOSED
-            self._end_trace(exc)
-            raise
+        locks = plan.locks
+        entry = locks.try_acquire(self.session_id)  # free, as it nearly always is: no await
+        if entry is None:
+            try:
+                entry = await locks.acquire(self.session_id, timeout)
+            except BaseException as exc:
+                self._state = _CLOSED
+                self._end_trace(exc)
+                raise
+        self._entry = entry
         try:
             if plan.leases:
                 self._lease = await plan.take_lease(self.store, self.session_id, timeout, started)
@@ -183,7 +190,10 @@ class Session:
                     if settings.on_load_error != "empty":
                         raise
                     loaded = self._empty_history(exc)
-                self._keep(loaded)
+                if settings.max_tokens is None and not (loaded and loaded[0].role == "tool"):
+                    self._history = tuple(loaded)  # _keep's common case: nothing to trim
+                else:
+                    self._keep(loaded)
             else:
                 await self._load()
         except BaseException as exc:
@@ -210,18 +220,38 @@ class Session:
                     pass  # nothing to write
                 elif self._trace is None and self._plan.turns:
                     # _commit with StorePlan.commit's first branch, inlined: the
-                    # common case, one coroutine less on a turn's hot path.
-                    turn = self._turn()
+                    # common case, one coroutine less on a turn's hot path (and
+                    # _turn and _written inlined too: calls less).
+                    settings = self.settings
+                    lease = self._lease
+                    turn: Turn = tuple.__new__(  # trusted_turn(...), inlined
+                        Turn,
+                        (
+                            self.session_id,
+                            tuple(self._pending),
+                            new_turn_id(),
+                            settings.ttl,  # seconds: normalised by SessionSettings
+                            None,
+                            None if lease is None else lease.token,
+                            settings.owner,
+                            self._after,
+                            None,
+                        ),
+                    )
                     try:
-                        stored = await cast("SupportsTurns", self.store).commit(turn)
+                        # Not cast(): a call, and plan.turns checked the protocol.
+                        stored = await self.store.commit(turn)  # type: ignore[attr-defined]
                     except asyncio.CancelledError:
-                        await settle_after_cancel(self.store, turn, self.settings.commit_grace)
+                        await settle_after_cancel(self.store, turn, settings.commit_grace)
                         raise
                     except CommitNotReplicated as partly:
                         self._written(partly.messages or turn.messages)
                         raise
-                    self._written(turn.messages if stored is None else stored)
-                    if self.settings.summarizer is not None:
+                    self._committed = tuple(turn.messages if stored is None else stored)
+                    self._after = None
+                    self._pending = []
+                    self._pending_bytes = 0
+                    if settings.summarizer is not None:
                         self._summarize_later()
                 else:
                     await self._commit()
@@ -235,15 +265,12 @@ class Session:
             if self._trace is not None:
                 await self._release_traced(error)
             elif self._lease is None:
-                self._unlock()  # nothing to await: no coroutine on a turn's hot path
+                # No lease: the lock is given back here, with nothing to await.
+                entry, self._entry = self._entry, None
+                if entry is not None:
+                    self._plan.locks.release(self.session_id, entry)
             else:
                 await self._release()
-
-    def _unlock(self) -> None:
-        """Give back the in-process lock of a block that holds no lease."""
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            self._plan.locks.release(self.session_id, entry)
 
     async def _release(self) -> None:
         entry, self._entry = self._entry, None

@@ -33,7 +33,7 @@ from .._exceptions import (
     SessionExists,
 )
 from .._info import UNCHANGED, ConversationInfo, ConversationPage
-from .._messages import message_bytes, stamped
+from .._messages import Message, _Unfrozen, message_bytes
 from .._metrics import StateMetrics
 from .._summaries import close_summaries, summary_figures
 from ._contract import not_newest
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
     from datetime import datetime
 
-    from .._messages import Message
     from .._summary import Summary
     from .._types import TTL, JSONValue
     from ._contract import Turn, TurnOutcome
@@ -426,11 +425,22 @@ class MemoryStore(BaseStore):
         number, gen = hist.next_id, hist.gen
         added = 0
         for m in batch:
-            # message_id(number, gen), without the call in the common case
-            stored.append(stamped(m, message_id(number, gen) if gen else str(number), when))
+            # stamped(m, message_id(number, gen), when), inlined: without its
+            # call, nor message_id's in the common case (two or more per turn).
+            new = _Unfrozen()
+            new.role = m.role
+            new.content = content = m.content
+            new.tool_calls = calls = m.tool_calls
+            new.tool_call_id = m.tool_call_id
+            new.name = m.name
+            new.metadata = m.metadata
+            new.is_error = m.is_error
+            new.id = message_id(number, gen) if gen else str(number)
+            new.created_at = when
+            new.__class__ = Message  # type: ignore[assignment]
+            stored.append(new)  # type: ignore[arg-type]  # a Message now
             number += 1
-            content = m.content
-            if type(content) is str and content.isascii() and not m.tool_calls:
+            if type(content) is str and content.isascii() and not calls:
                 added += 40 + len(content)  # _approx_size's common case, inlined
             else:
                 added += _approx_size(m)
