@@ -59,6 +59,9 @@ async def test_a_fork_cut_anywhere_is_whole_or_absent(
         elif cut == "write":
             proxy.drop_request(_scripts.RESTORE.sha.encode())
         else:
+            # Loaded first: on a server that has not seen it, the reply dropped would
+            # be EVALSHA's NOSCRIPT, and the EVAL after it would not match.
+            await truth.client.script_load(_scripts.RESTORE.source)
             proxy.drop_reply(_scripts.RESTORE.sha.encode())
         with pytest.raises(StoreError):
             await store.fork("source", "copy")

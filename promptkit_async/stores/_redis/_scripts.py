@@ -59,25 +59,37 @@ __all__ = [
 # can neither stop the count nor push recent turn ids out of the last ones
 # kept. A turns key of 0.1.0 (no '#v') starts counting from its highest score.
 _VERSIONS = b"""
-local function version(turns)
-  local v = redis.call('ZSCORE', turns, '#v')
+-- `v`: the score of '#v' as ZSCORE gave it (false: none); a commit reads it once.
+local function version_at(turns, v)
   if not v then
     local last = redis.call('ZRANGE', turns, -1, -1)
     return last[1] or ''
   end
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', turns, v, v, 'LIMIT', 0, 2)) do
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', turns, v, v, 'LIMIT', '0', '2')) do
     if m ~= '#v' then return m end
   end
   return ''
 end
-local function record(turns, member, memory)
-  if not redis.call('ZSCORE', turns, '#v') then
+local function version(turns)
+  return version_at(turns, redis.call('ZSCORE', turns, '#v'))
+end
+-- One ZADD sets '#v' and the member to v + 1: what ZINCRBY then ZADD wrote, one
+-- call fewer. Numbers are given to redis.call as the text Redis would make of
+-- them (%.17g) or as ARGV gave them: Redis's own conversion costs more.
+local function record_at(turns, member, memory, v)
+  if v then
+    v = tonumber(v)
+  else
     local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
-    redis.call('ZADD', turns, tonumber(last[2]) or 0, '#v')
+    v = tonumber(last[2]) or 0
   end
-  local v = tonumber(redis.call('ZINCRBY', turns, 1, '#v'))
-  redis.call('ZADD', turns, v, member)
+  v = v + 1
+  local score = string.format('%.17g', v)
+  redis.call('ZADD', turns, score, '#v', score, member)
   redis.call('ZREMRANGEBYSCORE', turns, '-inf', '(' .. (v - memory + 1))
+end
+local function record(turns, member, memory)
+  record_at(turns, member, memory, redis.call('ZSCORE', turns, '#v'))
 end
 """
 
@@ -90,13 +102,14 @@ local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function touch(index, member, ttl, now)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+-- `ttltext`: ttl as the caller's ARGV gave it.
+local function touch(index, member, ttl, now, ttltext)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.17g', now))
   if ttl > 0 then
-    local fresh = redis.call('EXISTS', index) == 0
-    redis.call('ZADD', index, now + ttl, member)
+    -- PTTL before the ZADD, which keeps a TTL: -2 says fresh, without an EXISTS.
     local left = redis.call('PTTL', index)
-    if fresh or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttl) end
+    redis.call('ZADD', index, string.format('%.17g', now + ttl), member)
+    if left == -2 or (left >= 0 and left < ttl) then redis.call('PEXPIRE', index, ttltext) end
   else
     redis.call('ZADD', index, '+inf', member)
     redis.call('PERSIST', index)
@@ -216,7 +229,9 @@ if ARGV[5] ~= '' then
   if redis.call('GET', KEYS[k]) ~= ARGV[5] then return {-2, '', before, -1, -1, -1} end
   k = k + 1
 end
-local known = redis.call('EXISTS', turns) == 1
+-- Read once for the version and the count (false: none); a '#v' says the key exists.
+local v = redis.call('ZSCORE', turns, '#v')
+local known = v and true or redis.call('EXISTS', turns) == 1
 if not known and before > 0 and ARGV[7] == '1' then return {-3, '', before, -1, -1, -1} end
 local m = redis.call('HMGET', meta, 'n', 't', 'g', 'o', 'c')
 if ARGV[8] ~= '' and m[4] and m[4] ~= ARGV[8] then return {-4, '', before, -1, -1, -1} end
@@ -261,7 +276,7 @@ if ARGV[11] ~= '' then
   gen = gen + 1
   length = before - 1
 end
-local prev = (known and not lost) and version(turns) or ''
+local prev = (known and not lost) and version_at(turns, v) or ''
 local now = clock()
 if last and now < last then now = last end
 local first = seq
@@ -279,7 +294,9 @@ for i = 12, n do
 end
 length = length + (n - 11)
 local cap = tonumber(ARGV[2])
-if cap > 0 and length > cap then redis.call('LTRIM', history, -cap, -1) end
+if cap > 0 and length > cap then
+  redis.call('LTRIM', history, string.format('%.17g', -cap), '-1')
+end
 redis.call('HSET', meta, 'n', seq, 't', nowtext, 'g', gen, 'lt', ARGV[1], 'lf', first, 'lg', gen)
 if not m[5] then
   -- The first commit's time; for a history older than this field, its oldest message's.
@@ -291,12 +308,18 @@ if not m[5] then
   redis.call('HSET', meta, 'c', string.format('%d', created))
 end
 if ARGV[8] ~= '' and not m[4] then redis.call('HSET', meta, 'o', ARGV[8]) end
-record(turns, ARGV[1], tonumber(ARGV[4]))
+record_at(turns, ARGV[1], tonumber(ARGV[4]), v)  -- nothing wrote '#v' since it was read
 local ttl = tonumber(ARGV[3])
-for _, key in ipairs({history, turns, meta}) do
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+if ttl > 0 then
+  redis.call('PEXPIRE', history, ARGV[3])
+  redis.call('PEXPIRE', turns, ARGV[3])
+  redis.call('PEXPIRE', meta, ARGV[3])
+else
+  redis.call('PERSIST', history)
+  redis.call('PERSIST', turns)
+  redis.call('PERSIST', meta)
 end
-if index then touch(index, ARGV[6], ttl, now) end
+if index then touch(index, ARGV[6], ttl, now, ARGV[3]) end
 -- Read again after the writes: a connection with CLIENT TRACKING on keeps
 -- tracking the keys it just wrote (see _tracking; a write forgets who read).
 redis.call('EXISTS', history, turns)
@@ -362,7 +385,7 @@ local ttl = tonumber(ARGV[2])
 for _, k in ipairs({history, turns, meta}) do
   if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
 end
-if KEYS[4] then touch(KEYS[4], ARGV[5], ttl, clock()) end
+if KEYS[4] then touch(KEYS[4], ARGV[5], ttl, clock(), ARGV[2]) end
 return 1
 """
 )
