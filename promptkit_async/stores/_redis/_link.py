@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -112,20 +112,10 @@ class Link:
         may hold an unread reply: it is closed, never reused.
         """
         client = self.client
-        if (
-            not self.lane
-            or isinstance(client, RedisCluster)
-            or type(client).execute_command is not _EXECUTE
-            or "execute_command" in client.__dict__
-        ):
+        if not self._on_lane(client):
             return await client.execute_command(*args)
         pool = client.connection_pool
-        conn, self._idle = self._idle, None
-        if conn is not None and _unusable(pool, conn):
-            await _dropped(pool, conn)
-            conn = None
-        if conn is None:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await self._take(pool)
         sound = False
         try:
             await _send(conn, args)
@@ -136,12 +126,7 @@ class Link:
             sound = True  # an error reply is a whole reply: the connection is in step
             raise
         finally:
-            if sound and self._idle is None:
-                self._idle = conn
-            else:
-                if not sound:
-                    await conn.disconnect(nowait=True)  # closes without waiting: no suspension
-                await pool.release(conn)
+            await self._give(pool, conn, sound)
 
     async def call_tracked(self, session_id: str, *args: Any) -> tuple[Any, Token | None]:
         """:meth:`call` on a connection whose reads Redis tracks for the near cache
@@ -154,21 +139,10 @@ class Link:
         """
         inv = self.invalidations
         client = self.client
-        if (
-            inv is None
-            or not self.lane
-            or isinstance(client, RedisCluster)
-            or type(client).execute_command is not _EXECUTE
-            or "execute_command" in client.__dict__
-        ):
+        if inv is None or not self._on_lane(client):
             return await self.call(*args), None
         pool = client.connection_pool
-        conn, self._idle = self._idle, None
-        if conn is not None and _unusable(pool, conn):
-            await _dropped(pool, conn)
-            conn = None
-        if conn is None:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await self._take(pool)
         sound = False
         gen = inv.begin(session_id)
         try:
@@ -188,12 +162,36 @@ class Link:
             raise
         finally:
             inv.end(session_id)  # a no-op once ended above
-            if sound and self._idle is None:
-                self._idle = conn
-            else:
-                if not sound:
-                    await conn.disconnect(nowait=True)
-                await pool.release(conn)
+            await self._give(pool, conn, sound)
+
+    def _on_lane(self, client: Any) -> TypeGuard[aioredis.Redis]:
+        """The lane is on and nothing (instrumentation) has wrapped the client since."""
+        return (
+            self.lane
+            and not isinstance(client, RedisCluster)
+            and type(client).execute_command is _EXECUTE
+            and "execute_command" not in client.__dict__
+        )
+
+    async def _take(self, pool: Any) -> Any:
+        """The kept connection if it is still usable, else one from the pool."""
+        conn, self._idle = self._idle, None
+        if conn is not None and _unusable(pool, conn):
+            await _dropped(pool, conn)
+            conn = None
+        if conn is None:
+            conn = await pool.get_connection()
+        return conn
+
+    async def _give(self, pool: Any, conn: Any, sound: bool, keep: bool = True) -> None:
+        """Keep ``conn`` for the next command, or give it back (closed if it failed
+        midway: it may hold an unread reply)."""
+        if sound and keep and self._idle is None:
+            self._idle = conn
+            return
+        if not sound:
+            await conn.disconnect(nowait=True)  # closes without waiting: no suspension
+        await pool.release(conn)
 
     async def call_pipelined(self, commands: list[tuple[Any, ...]], extra: float) -> list[Any]:
         """Commands sent in one write on one connection of a standalone client, every
@@ -207,26 +205,14 @@ class Link:
         client = self.client
         assert not isinstance(client, RedisCluster)
         pool = client.connection_pool
-        conn = None
-        if self.lane:
-            conn, self._idle = self._idle, None
-            if conn is not None and _unusable(pool, conn):
-                await _dropped(pool, conn)
-                conn = None
-        if conn is None:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await (self._take(pool) if self.lane else pool.get_connection())  # type: ignore[no-untyped-call]
         sound = False
         try:
             replies = await read_pipelined(conn, commands, extra)
             sound = True
             return replies
         finally:
-            if sound and self.lane and self._idle is None:
-                self._idle = conn
-            else:
-                if not sound:
-                    await conn.disconnect(nowait=True)
-                await pool.release(conn)
+            await self._give(pool, conn, sound, keep=self.lane)
 
     async def release(self) -> None:
         """Give the kept connection back to the pool (the store is closing)."""
