@@ -318,3 +318,18 @@ async def test_a_closed_store_leaves_no_invalidation_connection(
         assert [t for t in asyncio.all_tasks() if "Invalidations._run" in repr(t)] == []
     finally:
         await admin.aclose()
+
+
+@pytest.mark.redis
+async def test_a_store_closed_while_its_invalidation_connection_opens_closes_at_once(
+    redis_url: str, prefix: str
+) -> None:
+    # A cancellation landing inside redis-py's connect or timed read can be swallowed;
+    # the close must end the reader anyway (it once waited forever).
+    for delay in [0.0, 0.001, 0.002, 0.005, 0.01] * 6:
+        store = RedisStore.from_url(redis_url, prefix=prefix, near_cache=10)
+        await store.load("s", 1)  # starts the invalidation connection
+        await asyncio.sleep(delay)
+        await asyncio.wait_for(store.aclose(), 5)
+        assert not store.tracking
+    assert [t for t in asyncio.all_tasks() if "Invalidations._run" in repr(t)] == []

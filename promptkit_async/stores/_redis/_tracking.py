@@ -72,6 +72,7 @@ class Invalidations:
     """The invalidation connection of one store, and the trust it gives cache entries."""
 
     __slots__ = (
+        "_closing",
         "_conn",
         "_name",
         "_pending",
@@ -99,6 +100,7 @@ class Invalidations:
         self.disabled: str | None = None  # why tracking is off for good (ACL, old server)
         self._name = b""
         self._conn: Any = None
+        self._closing = False
         self._poller: Any = None  # select.poll on the invalidation socket, where there is one
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,18 +206,35 @@ class Invalidations:
         self._task = loop.create_task(self._run())
 
     async def aclose(self) -> None:
+        """Stop the reader and close its connection.
+
+        redis-py's reads and connects can swallow a cancellation that lands as their
+        own timeout fires (seen in CI: the close then waited forever), so the reader
+        is also told to stop, its socket is aborted, and the cancel repeated until
+        it has ended."""
+        self._closing = True
         task, self._task = self._task, None
         self.live = False
         self.gen += 1
+        self._abort()
         if task is not None and self._loop is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+            if not task.cancelled():
+                task.exception()  # retrieved: it ended as told
         await self._close()
+
+    def _abort(self) -> None:
+        """Fail the invalidation connection's pending read at once."""
+        transport = getattr(getattr(self._conn, "_writer", None), "transport", None)
+        abort = getattr(transport, "abort", None)
+        if abort is not None:
+            abort()
 
     async def _run(self) -> None:
         delay = _RETRY_MIN
-        while self.disabled is None:
+        while self.disabled is None and not self._closing:
             try:
                 await self._open()
                 delay = _RETRY_MIN
@@ -231,7 +250,7 @@ class Invalidations:
                 logger.debug("near cache: invalidation connection lost: %r", exc)
             self._lost()
             await self._close()
-            if self.disabled is not None:
+            if self.disabled is not None or self._closing:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
@@ -269,7 +288,7 @@ class Invalidations:
     async def _read(self) -> None:
         conn = self._conn
         waiting = False
-        while True:
+        while not self._closing:
             # Pushes are handed to _pushed while the read waits for a reply.
             reply = await conn.read_response(timeout=HEARTBEAT)
             if reply is None:
@@ -314,12 +333,7 @@ class Invalidations:
     def _broken(self, why: str) -> None:
         logger.debug("near cache: %s", why)
         self._lost()
-        conn = self._conn
-        if conn is not None:
-            transport = getattr(getattr(conn, "_writer", None), "transport", None)
-            abort = getattr(transport, "abort", None)
-            if abort is not None:
-                abort()  # the reader fails and reopens
+        self._abort()  # the reader fails and reopens
 
     def _disable(self, why: str) -> None:
         if self.disabled is None:
