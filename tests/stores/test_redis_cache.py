@@ -47,6 +47,8 @@ async def test_near_cache_is_never_stale_across_instances(redis_url: str, prefix
     finally:
         await b_store.delete("sticky")
         await client_a.delete(f"{prefix}:index")
+        await a_store.aclose()
+        await b_store.aclose()
         await client_a.aclose()
         await client_b.aclose()
 
@@ -72,6 +74,7 @@ async def test_near_cache_respects_windows_and_caps(redis_url: str, prefix: str)
     finally:
         await store.delete("w")
         await client.delete(f"{prefix}:index")
+        await store.aclose()
         await client.aclose()
 
 
@@ -103,6 +106,7 @@ async def test_near_cache_after_a_settled_commit_is_reread(
     finally:
         await b_store.delete("n")
         await client_a.delete(f"{prefix}:index")
+        await a_store.aclose()
         await client_a.aclose()
         await client_b.aclose()
 
@@ -130,4 +134,5 @@ async def test_a_cached_entry_never_grows_with_a_long_conversation(
     finally:
         await truth.delete("long")
         await client.delete(f"{prefix}:index")
+        await cached.aclose()
         await client.aclose()

@@ -99,6 +99,7 @@ async def test_a_client_with_decode_responses_works(redis_url: str, prefix: str)
         assert await store.delete("text:{1}")
     finally:
         await client.delete(f"{prefix}:index")
+        await store.aclose()
         await client.aclose()
 
 

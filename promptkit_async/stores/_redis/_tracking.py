@@ -290,7 +290,7 @@ class Invalidations:
         waiting = False
         while not self._closing:
             # Pushes are handed to _pushed while the read waits for a reply.
-            reply = await conn.read_response(timeout=HEARTBEAT)
+            reply = await conn.read_response(timeout=HEARTBEAT, disconnect_on_error=False)
             if reply is None:
                 if waiting:
                     raise rexc.TimeoutError("the invalidation connection missed its heartbeat")
