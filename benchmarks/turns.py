@@ -169,15 +169,22 @@ async def near_cache(
     if "near_cache" not in inspect.signature(RedisStore.__init__).parameters:
         return {"skipped": "RedisStore has no near_cache option"}
     p = ctx.params
+    cached = RedisStore(ctx.client, prefix=f"{ctx.prefix}:nccache", near_cache=1000)
     found: list[Contestant] = [
         FloorContestant(ctx.client, f"{ctx.prefix}:ncfloor", p.window),
         OursContestant(ctx.store("ncours"), p.window),
-        OursContestant(
-            RedisStore(ctx.client, prefix=f"{ctx.prefix}:nccache", near_cache=1000),
-            p.window,
-            name="promptkit_async near_cache",
-        ),
+        OursContestant(cached, p.window, name="promptkit_async near_cache"),
     ]
+    try:
+        return await _near_cache_set(ctx, found, seed, user, reply)
+    finally:
+        await cached.aclose()  # its invalidation reader and connection
+
+
+async def _near_cache_set(
+    ctx: Context, found: list[Contestant], seed: list[Message], user: Message, reply: Message
+) -> dict[str, Any]:
+    p = ctx.params
     variants = []
     for c in found:
         await c.reseed(["steady"], seed)
