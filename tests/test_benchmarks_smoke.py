@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -131,9 +132,16 @@ def test_the_goals_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(cli, "run_suite", fake_suite)
     monkeypatch.setattr(cli, "table", lambda results: "")
-    assert cli.main(["--goals", "--out", str(tmp_path / "g"), "--no-progress"]) == 0
+
+    def main(argv: list[str]) -> int:
+        # In a thread of its own: its asyncio.run would otherwise orphan the
+        # loop an older pytest-asyncio leaves current after an async test.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(cli.main, argv).result()
+
+    assert main(["--goals", "--out", str(tmp_path / "g"), "--no-progress"]) == 0
     assert seen["areas"] == ["goals"] and seen["runs"] == 5
-    assert cli.main(["--runs", "3", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    assert main(["--runs", "3", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
     assert seen["areas"] is None and seen["runs"] == 3
     assert (tmp_path / "f.json").exists()
     for bad in (["--runs", "0"], ["--goals", "--only", "turns"]):

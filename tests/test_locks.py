@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +14,9 @@ from promptkit_async import (
     Session,
     SessionBusy,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
 
 
 async def test_registry_serialises_and_empties() -> None:
@@ -219,6 +223,19 @@ async def test_many_turns_with_cancellations_and_timeouts_never_overlap() -> Non
     assert len(reg) == 0
 
 
+def _run_on_a_new_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Like ``asyncio.run``, without replacing the thread's current loop.
+
+    ``asyncio.run`` sets the current loop to None when it ends, which orphans
+    the loop an older pytest-asyncio leaves current after an async test.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def test_a_registry_serves_one_loop_after_another() -> None:
     reg = LockRegistry()  # made outside any loop, as a store at import time is
 
@@ -229,8 +246,8 @@ def test_a_registry_serves_one_loop_after_another() -> None:
         reg.release("s", held)
         reg.release("s", await waiter)
 
-    asyncio.run(contended())
-    asyncio.run(contended())
+    _run_on_a_new_loop(contended())
+    _run_on_a_new_loop(contended())
     assert len(reg) == 0
 
 
@@ -246,7 +263,7 @@ def test_waiting_on_a_lock_another_loop_waits_on_is_refused() -> None:
             with pytest.raises(RuntimeError, match="another loop"):
                 await reg.acquire("s")
 
-        asyncio.run(elsewhere())
+        _run_on_a_new_loop(elsewhere())
         reg.release("s", held)
         reg.release("s", other.run_until_complete(waiter))
     finally:
