@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from promptkit_async import RedisStore, Session
+from promptkit_async import RedisStore, Session, Turn
+from promptkit_async._ids import new_turn_id
+from promptkit_async.stores._redis import _keys
+from promptkit_async.stores._redis._cache import NearCache
+from promptkit_async.stores._redis._commit import Committer
 from promptkit_async.stores._redis._scripts import COMMIT, LOAD_IF_CHANGED
+from promptkit_async.stores._redis._tracking import _TRACKED, Invalidations
 
 from ..conftest import through, wait_until
 from ..faults import FaultProxy
@@ -333,3 +342,172 @@ async def test_a_store_closed_while_its_invalidation_connection_opens_closes_at_
         await asyncio.wait_for(store.aclose(), 5)
         assert not store.tracking
     assert [t for t in asyncio.all_tasks() if "Invalidations._run" in repr(t)] == []
+
+
+def owned_turn(session_id: str, text: str) -> Turn:
+    """A turn with an owner: its commit also writes the owner's listing, and awaits it."""
+    return Turn(session_id=session_id, messages=(u(text),), turn_id=new_turn_id(), owner="o1")
+
+
+def slow_listing(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every owner's-listing write waits ``seconds`` first: the commit's reply is in,
+    its cache entry not yet stored."""
+    original = Committer._list_in
+
+    async def slow(self: Committer, owner: str, member: str, ttl_ms: int) -> None:
+        await asyncio.sleep(seconds)
+        await original(self, owner, member, ttl_ms)
+
+    monkeypatch.setattr(Committer, "_list_in", slow)
+
+
+@pytest.mark.redis
+async def test_an_invalidation_between_the_commit_reply_and_its_entry_is_not_lost(
+    proxy: FaultProxy,
+    redis_url: str,
+    prefix: str,
+    truth: RedisStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        await store.commit(owned_turn("s", "one"))
+        await store.load("s", WINDOW)
+        assert await from_memory(store, proxy, "s") == ["one"]
+        slow_listing(monkeypatch, 0.3)
+        mine = asyncio.create_task(store.commit(owned_turn("s", "mine")))
+        await asyncio.sleep(0.1)  # the commit has applied; its listing is waited for
+        before = store.invalidations
+        await truth.append("s", [u("theirs")])
+        await invalidated(store, before)
+        await mine
+        assert await checked(store, proxy, "s") == ["one", "mine", "theirs"]
+    assert texts(await truth.load("s")) == ["one", "mine", "theirs"]
+
+
+@pytest.mark.redis
+async def test_a_commit_cancelled_after_it_ran_leaves_no_trusted_entry(
+    proxy: FaultProxy,
+    redis_url: str,
+    prefix: str,
+    truth: RedisStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        await store.commit(owned_turn("s", "one"))
+        await store.load("s", WINDOW)
+        assert await from_memory(store, proxy, "s") == ["one"]
+        slow_listing(monkeypatch, 0.3)
+        task = asyncio.create_task(store.commit(owned_turn("s", "stored")))
+        await asyncio.sleep(0.1)  # applied on the connection that tracks the entry
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert texts(await truth.load("s")) == ["one", "stored"]
+        # Our own write sends us no invalidation (NOLOOP): the entry must be gone.
+        assert await checked(store, proxy, "s") == ["one", "stored"]
+
+
+@pytest.mark.redis
+async def test_two_stores_on_one_client_each_get_their_own_invalidations(
+    redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    # One pool: a connection store A turned tracking on for (redirected to A's
+    # invalidation connection) is later taken by store B, which must set it up for
+    # itself: else B's entries are invalidated to A, which knows nothing of them.
+    client = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    first = RedisStore(client, prefix=f"{prefix}-a", near_cache=100)
+    second = RedisStore(client, prefix=prefix, near_cache=100)
+    stale = []
+    try:
+        await first.load("w", 1)
+        await second.load("w", 1)
+        await wait_until(lambda: first.tracking and second.tracking, 10)
+        for r in range(10):
+            sid = f"s{r}"
+            # A spreads its tracking over several of the pool's connections.
+            await asyncio.gather(*(first.load(f"x{r}-{i}", 5) for i in range(6)))
+            await truth.append(sid, [u("one")])
+            await asyncio.gather(second.load(f"o{r}", 5), second.load(sid, 5))
+            before = second.invalidations
+            await truth.append(sid, [u("two")])
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda b=before: second.invalidations > b, 1)
+            window = texts(await second.load(sid, 5))
+            if window != ["one", "two"]:
+                stale.append((sid, window))
+            if r == 4:
+                await first.aclose()  # the connections it set up stay in the pool
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await client.aclose()
+    assert stale == []
+
+
+@pytest.mark.redis
+async def test_closing_a_store_turns_tracking_off_for_a_borrowed_clients_connections(
+    redis_url: str, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(
+        redis_url, retry=Retry(NoBackoff(), 0), client_name="pktest-borrowed"
+    )
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        async with tracked(redis_url, prefix) as _:
+            pass
+        store = RedisStore(client, prefix=prefix, near_cache=10)
+        await store.load("s", 5)
+        await wait_until(lambda: store.tracking, 10)
+        await store.load("s", 5)
+
+        async def tracking_flags() -> list[str]:
+            return [c["flags"] for c in await admin.client_list() if c["name"] == "pktest-borrowed"]
+
+        assert any("t" in flags for flags in await tracking_flags())
+        await store.aclose()
+        assert not any("t" in flags for flags in await tracking_flags())
+        assert await client.ping()  # the client itself is the caller's, still usable
+    finally:
+        await admin.aclose()
+        await client.aclose()
+
+
+async def test_an_invalidation_during_any_call_in_flight_untrusts_that_call() -> None:
+    # Calls of one session overlap (a turn's commit, a page's loads): an
+    # invalidation that arrives while one is in flight untrusts it, whatever
+    # began or ended around it.
+    inv = Invalidations(None, "p", NearCache(10))
+    inv.live = True
+    conn = SimpleNamespace(_writer=object())
+    setattr(conn, _TRACKED, (inv, inv.gen, conn._writer))
+    key = _keys.key("p", "s", _keys.HISTORY)
+
+    first, second = inv.begin("s"), inv.begin("s")
+    first.read_on(conn)
+    assert first.close() is not None  # nothing arrived: trusted
+    assert first.close() is None  # closed once
+    await inv._pushed([b"invalidate", [key]])  # while the second is in flight
+    third = inv.begin("s")
+    second.read_on(conn)
+    third.read_on(conn)
+    assert second.close() is None
+    assert third.close() is not None  # began after it: reads what it invalidated
+    assert inv._pending == {}
+    other = inv.begin("s")
+    other.read_on(conn)
+    inv._untrust()  # a flush, a lost connection: nothing in flight is trusted
+    assert other.close() is None
+
+
+def test_a_passing_refusal_while_setting_a_connection_up_leaves_tracking_on() -> None:
+    # BUSY (another client's long script) is no reason to turn tracking off for good:
+    # the connection is left unmarked, to be set up again on its next call.
+    inv = Invalidations(None, "p", NearCache(10))
+    inv.live = True
+    conn = SimpleNamespace(_writer=object())
+    busy = rexc.BusyLoadingError("BUSY Redis is busy running a script")
+    inv.set_up(conn, inv.gen, [busy, b""])
+    assert inv.disabled is None and inv.live and not inv.marked(conn)
+    assert inv.setup(conn) is not None  # asked again next time
+    inv.set_up(conn, inv.gen - 1, [b"OK", b"id=1 name=x "])  # an older generation's answer
+    assert inv.live and not inv.marked(conn)

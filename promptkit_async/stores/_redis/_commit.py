@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._index import SessionIndex
     from ._link import Link
     from ._replicas import ReplicaWait
-    from ._tracking import Token
+    from ._tracking import Ticket
 
 __all__ = ["TURN_MEMORY", "Committer"]
 
@@ -157,54 +157,62 @@ class Committer:
         if owner is not None:
             listing = asyncio.ensure_future(self._list_in(owner, member, ttl_ms))
         sent = time.monotonic()
+        ticket: Ticket | None = None
         try:
-            outcome, previous, before, first, ms, gen, acked, token = await self._send(
-                turn, keys, args
-            )
-        finally:
-            listed = True if listing is None else await _quietly(listing)
-            if registering is not None:
-                await _quietly(registering, "a slot of the session index was not registered")
-        if not listed and outcome == _APPLIED and before == 0:
-            assert owner is not None
-            await _quietly(asyncio.ensure_future(self._list_in(owner, member, ttl_ms)))
-        if outcome == _ABORTED:
-            raise aborted_earlier(turn)
-        if outcome == _CANNOT_TELL:
-            raise _cannot_tell(turn, "the turn ids it keeps are gone (evicted?)")
-        if outcome == _FENCED:
-            raise LockLost(
-                f"session {session_id!r} not saved: its distributed lease expired or was "
-                "taken over before the commit",
-                session_id=session_id,
-                unsaved=batch,
-            )
-        if outcome == _OWNED_BY_ANOTHER:
-            raise OwnerMismatch(session_id)
-        if outcome == _NO_SUCH_MESSAGE:
-            if turn.replace_last is not None:
-                raise not_newest(session_id, turn.replace_last)
-            assert turn.after is not None
-            raise MessageNotFound(session_id, turn.after)
-        if outcome == _APPLIED and previous == "" and before > 0:
-            self._bookkeeping_lost(session_id)
-        stored = batch
-        if first >= 0:
-            when = time_of(ms)
-            stored = tuple(
-                stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch)
-            )
-        if outcome == _APPLIED and self._cache.size:
-            if turn.after is None and turn.replace_last is None:
-                expires = None if ttl is None else sent + ttl
-                self._cache.advance(
-                    session_id, previous, before, turn.turn_id, stored, cap, token, expires
+            try:
+                outcome, previous, before, first, ms, gen, acked, ticket = await self._send(
+                    turn, keys, args
                 )
-            else:
-                self._cache.drop(session_id)  # a rewind: the cached window is no longer it
-        if self.replicas is not None:
-            await self.replicas.confirm(link, turn, stored, outcome, acked)
-        return stored
+            finally:
+                listed = True if listing is None else await _quietly(listing)
+                if registering is not None:
+                    await _quietly(registering, "a slot of the session index was not registered")
+            if not listed and outcome == _APPLIED and before == 0:
+                assert owner is not None
+                await _quietly(asyncio.ensure_future(self._list_in(owner, member, ttl_ms)))
+            if outcome == _ABORTED:
+                raise aborted_earlier(turn)
+            if outcome == _CANNOT_TELL:
+                raise _cannot_tell(turn, "the turn ids it keeps are gone (evicted?)")
+            if outcome == _FENCED:
+                raise LockLost(
+                    f"session {session_id!r} not saved: its distributed lease expired or was "
+                    "taken over before the commit",
+                    session_id=session_id,
+                    unsaved=batch,
+                )
+            if outcome == _OWNED_BY_ANOTHER:
+                raise OwnerMismatch(session_id)
+            if outcome == _NO_SUCH_MESSAGE:
+                if turn.replace_last is not None:
+                    raise not_newest(session_id, turn.replace_last)
+                assert turn.after is not None
+                raise MessageNotFound(session_id, turn.after)
+            if outcome == _APPLIED and previous == "" and before > 0:
+                self._bookkeeping_lost(session_id)
+            stored = batch
+            if first >= 0:
+                when = time_of(ms)
+                stored = tuple(
+                    stamped(m, message_id(first + i, gen), when) for i, m in enumerate(batch)
+                )
+            if outcome == _APPLIED and self._cache.size:
+                if turn.after is None and turn.replace_last is None:
+                    expires = None if ttl is None else sent + ttl
+                    # The token now, with no await left before the entry is stored: an
+                    # invalidation that arrived since the reply leaves it untrusted.
+                    token = None if ticket is None else ticket.close()
+                    self._cache.advance(
+                        session_id, previous, before, turn.turn_id, stored, cap, token, expires
+                    )
+                else:
+                    self._cache.drop(session_id)  # a rewind: the cached window is no longer it
+            if self.replicas is not None:
+                await self.replicas.confirm(link, turn, stored, outcome, acked)
+            return stored
+        finally:
+            if ticket is not None:
+                ticket.close()  # a no-op when the entry took its token
 
     def _bookkeeping_lost(self, session_id: str) -> None:
         """A commit found the history without its turn ids or its meta hash: counted,
@@ -232,11 +240,12 @@ class Committer:
 
     async def _send(
         self, turn: Turn, keys: tuple[bytes, ...], args: list[Any]
-    ) -> tuple[int, str, int, int, int, int, int | BaseException | None, Token | None]:
+    ) -> tuple[int, str, int, int, int, int, int | BaseException | None, Ticket | None]:
         """Send the commit script, re-sending it (same turn id: it applies once) when the
         connection failed; decide the outcome when no attempt got a reply. Last: what the
         WAIT behind it answered (with ``min_replicas``; None when settled by id); and the
-        near cache's token for what the commit leaves tracked (see ``_tracking``)."""
+        ticket for the near cache's token for what the commit leaves tracked (see
+        ``_tracking``), for the caller to close."""
         link = self._link
         replicas = self.replicas
         acked: int | BaseException | None = None
@@ -244,13 +253,18 @@ class Committer:
         last: BaseException | None = None
         for attempt in range(link.retries + 1):
             try:
-                token = None
+                ticket = None
                 if replicas is None:
                     if link.invalidations is None:
                         reply = commit_reply(await COMMIT(link, keys, args))
                     else:
-                        raw, token = await COMMIT.tracked(link, turn.session_id, keys, args)
-                        reply = commit_reply(raw)
+                        raw, ticket = await COMMIT.tracked(link, turn.session_id, keys, args)
+                        try:
+                            reply = commit_reply(raw)
+                        except BaseException:
+                            if ticket is not None:
+                                ticket.close()
+                            raise
                 else:
                     raw, acked = await replicas.commit(link, COMMIT, keys, args)
                     reply = commit_reply(raw)
@@ -276,7 +290,7 @@ class Committer:
                 if failure is Failure.PROTOCOL:
                     break  # a server that answers out of shape is not retried
             else:
-                return (*reply, acked, token)
+                return (*reply, acked, ticket)
             if attempt < link.retries:
                 await asyncio.sleep(link.backoff.compute(attempt + 1))
             if maybe_sent:

@@ -24,7 +24,7 @@ from ._version import MINIMUM_SERVER, check_server, server_version
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._tracking import Invalidations, Token
+    from ._tracking import Invalidations, Ticket
 
 __all__ = ["MINIMUM_SERVER", "Link", "client_retries", "connection_kwargs", "server_version"]
 
@@ -128,9 +128,10 @@ class Link:
         finally:
             await self._give(pool, conn, sound)
 
-    async def call_tracked(self, session_id: str, *args: Any) -> tuple[Any, Token | None]:
+    async def call_tracked(self, session_id: str, *args: Any) -> tuple[Any, Ticket | None]:
         """:meth:`call` on a connection whose reads Redis tracks for the near cache
-        (``_tracking``); also the token for what it read (None: not to be trusted).
+        (``_tracking``); also the ticket whose ``close()`` gives the token for what it
+        read, to be closed as its entry is stored (None: tracking is not used).
 
         A connection is set up the first time it carries such a call (and again
         after it reconnects, or after the invalidation connection did): the
@@ -144,11 +145,12 @@ class Link:
         pool = client.connection_pool
         conn = await self._take(pool)
         sound = False
-        gen = inv.begin(session_id)
+        ticket = inv.begin(session_id)
         try:
             if conn._writer is None:
                 await conn.connect()
             setup = inv.setup(conn)
+            gen = inv.gen
             if setup is None:
                 await _send(conn, args)
             else:
@@ -156,13 +158,18 @@ class Link:
                 inv.set_up(conn, gen, [await _answer(conn) for _ in setup])
             reply = await conn.read_response()
             sound = True
-            return reply, inv.token(conn, gen, inv.end(session_id))
-        except rexc.ResponseError:
-            sound = True
-            raise
-        finally:
-            inv.end(session_id)  # a no-op once ended above
+            ticket.read_on(conn)
+        except BaseException as exc:
+            ticket.close()
+            sound = isinstance(exc, rexc.ResponseError)
             await self._give(pool, conn, sound)
+            raise
+        try:
+            await self._give(pool, conn, sound)
+        except BaseException:
+            ticket.close()
+            raise
+        return reply, ticket
 
     def _on_lane(self, client: Any) -> TypeGuard[aioredis.Redis]:
         """The lane is on and nothing (instrumentation) has wrapped the client since."""

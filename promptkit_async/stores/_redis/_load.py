@@ -105,15 +105,22 @@ class Loader:
             if inv is None:
                 reply, token = await LOAD_IF_CHANGED(self._link, keys, (known, start, length)), None
             else:
-                reply, token = await LOAD_IF_CHANGED.tracked(
+                reply, ticket = await LOAD_IF_CHANGED.tracked(
                     self._link, session_id, keys, (known, start, length)
                 )
+                # Closed here: nothing awaits between it and the entry stored below.
+                token = None if ticket is None else ticket.close()
             version, stored, raw, ttl = load_if_changed_reply(reply)
             if raw is None and entry is None:  # "current" for a window we do not have
                 raise BadReply("the cached load", reply)
         expires = sent + ttl / 1000 if ttl >= 0 else None
         if raw is None:
             assert entry is not None
+            if cache.get(session_id) is not entry:
+                # Dropped or replaced while the load was in flight (a delete, a failed
+                # commit, eviction): served as read, and not cached again.
+                cache.hits += 1
+                return list(entry.messages if limit is None else entry.messages[-limit:])
             entry.token = token
             entry.expires = expires
             return cache.hit(session_id, entry, limit)

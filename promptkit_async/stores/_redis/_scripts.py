@@ -25,7 +25,7 @@ from ._link import Link
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._tracking import Token
+    from ._tracking import Ticket
 
 __all__ = [
     "ACQUIRE",
@@ -683,9 +683,9 @@ class Script:
 
     async def tracked(
         self, link: Link, session_id: str, keys: Sequence[bytes], args: Sequence[Any]
-    ) -> tuple[Any, Token | None]:
+    ) -> tuple[Any, Ticket | None]:
         """Run through ``link``'s tracked lane (see ``Link.call_tracked``): the reply,
-        and the near cache's token for the keys it read."""
+        and the ticket that gives the near cache's token for the keys it read."""
         try:
             return await link.call_tracked(session_id, "EVALSHA", self.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:

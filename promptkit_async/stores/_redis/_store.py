@@ -427,6 +427,8 @@ class RedisStore(BaseStore):
             await self._link.invalidations.aclose()
         await close_summaries(self)
         await self._link.release()
+        if self._link.invalidations is not None and not self._owns_client:
+            await self._link.invalidations.untrack_idle()
         if self._owns_client:
             await self._link.client.aclose()
 
@@ -548,9 +550,12 @@ class RedisStore(BaseStore):
             if not self._link.checked:
                 await self._link.check_server()
             stored = await self._committer.commit(turn)
-        except Exception as exc:
+        except BaseException as exc:
+            # Cancelled too: the script may have run on the connection whose
+            # tracking covers the entry (NOLOOP: no invalidation of our own write).
             self._cache.drop(turn.session_id)
-            self._instruments.failed("save", turn.session_id, exc)
+            if isinstance(exc, Exception):
+                self._instruments.failed("save", turn.session_id, exc)
             raise
         self._instruments.saved(turn.session_id, started, len(turn.messages))
         return stored

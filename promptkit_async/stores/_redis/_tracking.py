@@ -7,10 +7,12 @@ redirects its invalidations to one connection of this store's own (RESP3, no
 other traffic), read by a background task; ``NOLOOP`` leaves out the writes a
 connection makes itself, so our own commits do not invalidate what they wrote.
 
-A cache entry carries a *token*: the connection whose tracking covers its keys,
-that connection's socket at the time, and the generation of the invalidation
-connection. It is served without asking Redis only while all three still hold
-and no invalidation for it arrived. Anything that may have lost an
+A cache entry carries a *token*: the connection whose tracking covers its keys
+and the marker tracking left on it (this store's invalidations, their
+generation, the connection's socket at the time). It is served without asking
+Redis only while the connection still carries that marker (another store on
+the same pool redirects it elsewhere when it sets it up) and no invalidation for
+it arrived. Anything that may have lost an
 invalidation bumps the generation, so every entry falls back to the version
 check in the load script (one round trip, as without tracking):
 
@@ -20,8 +22,9 @@ check in the load script (one round trip, as without tracking):
   forgets what a closed connection read): its socket is no longer the token's.
 
 An invalidation that arrives while a load or commit of that session is in
-flight leaves the result untrusted: it may describe a write made after the
-server answered.
+flight, from before it is sent until its entry is stored (a :class:`Ticket`),
+leaves the result untrusted: it may describe a write made after the server
+answered.
 
 What this cannot see: an invalidation Redis has sent that has not yet reached
 this process. A turn starting in that instant is served the window before that
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 
     from ._cache import CacheEntry, NearCache
 
-__all__ = ["Invalidations", "Token"]
+__all__ = ["Invalidations", "Ticket", "Token"]
 
 logger = logging.getLogger("promptkit_async.stores.redis")
 
@@ -62,8 +65,12 @@ HEARTBEAT: Final = 1.0
 _RETRY_MIN: Final = 0.05
 _RETRY_MAX: Final = 2.0
 
-#: (connection, its socket writer when tracking was turned on, generation).
-Token = tuple[Any, Any, int]
+#: What a connection carries once tracking is on for it: whose invalidations,
+#: their generation, and the connection's socket writer at the time.
+Marker = tuple["Invalidations", int, Any]
+
+#: (connection, the marker it carried when it read the entry's keys).
+Token = tuple[Any, Marker]
 
 _TRACKED: Final = "_promptkit_tracking"  # attribute set on redis-py connections
 
@@ -74,6 +81,7 @@ class Invalidations:
     __slots__ = (
         "_closing",
         "_conn",
+        "_events",
         "_name",
         "_pending",
         "_poller",
@@ -104,30 +112,35 @@ class Invalidations:
         self._poller: Any = None  # select.poll on the invalidation socket, where there is one
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Sessions with a tracked load or commit in flight: True once an
-        # invalidation for one arrived meanwhile.
-        self._pending: dict[str, bool] = {}
+        # Sessions with tracked loads or commits in flight: [how many, the number
+        # of the last invalidation for it that arrived meanwhile (0: none)].
+        self._pending: dict[str, list[int]] = {}
+        self._events = 0  # invalidations counted for sessions in _pending
 
     # -- trust -------------------------------------------------------------------------
 
     def trusted(self, entry: CacheEntry) -> bool:
         """True when ``entry`` may be served with no round trip (module docstring)."""
         token = entry.token
-        if token is None or not self.live or token[2] != self.gen:
+        if token is None or not self.live:
             return False
+        conn, marker = token
+        if marker[1] != self.gen or getattr(conn, _TRACKED, None) is not marker:
+            return False  # an older generation, or set up again since (by another store?)
         if self._loop is not asyncio.get_running_loop():
             return False  # invalidations are read on another loop's task (start() moves it)
         expires = entry.expires
         if expires is not None and time.monotonic() >= expires:
             return False
-        conn, writer, _ = token
+        writer = marker[2]
         if conn._writer is not writer or writer is None:
             return False
         reader = conn._reader
         if reader is None or reader.at_eof():
             return False
         # Bytes read off the invalidation socket and not yet parsed may hold an
-        # invalidation for this entry: not now.
+        # invalidation for this entry: not now. (A message split across reads and
+        # half parsed is not seen here: like one still on the wire.)
         own = self._conn
         if getattr(getattr(own, "_reader", None), "_buffer", None):
             return False
@@ -135,25 +148,29 @@ class Invalidations:
         poller = self._poller
         return poller is None or not poller.poll(0)
 
-    def begin(self, session_id: str) -> int:
-        """Before a tracked load or commit of ``session_id``: the generation to give its token."""
-        self._pending.setdefault(session_id, False)
-        return self.gen
+    def begin(self, session_id: str) -> Ticket:
+        """Before a tracked load or commit of ``session_id`` is sent: its ticket, to be
+        closed when its entry is stored (or it failed)."""
+        pending = self._pending.get(session_id)
+        if pending is None:
+            self._pending[session_id] = [1, 0]
+        else:
+            pending[0] += 1
+        return Ticket(self, session_id)
 
-    def end(self, session_id: str) -> bool:
-        """After it: False when an invalidation for the session arrived meanwhile."""
-        return not self._pending.pop(session_id, True)
-
-    def token(self, conn: Any, gen: int, clean: bool) -> Token | None:
-        if not clean or gen != self.gen or not self.live:
-            return None
-        if getattr(conn, _TRACKED, None) != (gen, conn._writer):
-            return None
-        return (conn, conn._writer, gen)
+    def marked(self, conn: Any) -> bool:
+        """Tracking is on for ``conn``, redirected to this generation's connection."""
+        marker = getattr(conn, _TRACKED, None)
+        return (
+            marker is not None
+            and marker[0] is self
+            and marker[1] == self.gen
+            and marker[2] is conn._writer
+        )
 
     def setup(self, conn: Any) -> list[tuple[Any, ...]] | None:
         """The commands that turn tracking on for ``conn`` (None: already on, or not live)."""
-        if not self.live or getattr(conn, _TRACKED, None) == (self.gen, conn._writer):
+        if not self.live or self.marked(conn):
             return None
         return [
             ("CLIENT", "TRACKING", "ON", "REDIRECT", self.id, "NOLOOP"),
@@ -161,20 +178,23 @@ class Invalidations:
         ]
 
     def set_up(self, conn: Any, gen: int, replies: Sequence[Any]) -> None:
-        """Record what the :meth:`setup` commands answered on ``conn``."""
+        """Record what the :meth:`setup` commands answered on ``conn``.
+
+        Only a clean answer for the current generation marks it; anything else
+        leaves it unmarked, so its next tracked call sets it up again. (The
+        invalidation connection checked, when it opened, that this server and
+        user allow both commands; a refusal here is a passing state, like BUSY.)
+        """
+        if gen != self.gen or not self.live:
+            return  # sent for an older invalidation connection: says nothing of this one
         tracking, listing = replies
-        if isinstance(tracking, rexc.NoPermissionError) or isinstance(
-            listing, rexc.NoPermissionError
-        ):
-            self._disable(f"the Redis user may not use CLIENT TRACKING / CLIENT LIST: {tracking!r}")
-            return
         if isinstance(tracking, Exception) and "does not exist" in str(tracking):
             # No client of that id (a restarted server): open a new connection.
             self._broken(f"turning tracking on failed: {tracking!r}")
             return
         if isinstance(tracking, Exception) or isinstance(listing, Exception):
             answer = tracking if isinstance(tracking, Exception) else listing
-            self._disable(f"the server does not support CLIENT TRACKING: {str(answer)[:120]}")
+            logger.debug("near cache: turning tracking on failed: %r", answer)
             return
         text = listing.decode() if isinstance(listing, bytes) else str(listing)
         if f" name={self._name.decode()} " not in f" {text} ":
@@ -182,8 +202,18 @@ class Invalidations:
             # (a restart) than the invalidation connection.
             self._broken("the invalidation connection is not on this connection's server")
             return
-        if gen == self.gen:
-            setattr(conn, _TRACKED, (gen, conn._writer))
+        setattr(conn, _TRACKED, (self, gen, conn._writer))
+
+    async def untrack_idle(self) -> None:
+        """Close the pool's idle connections this store turned tracking on for (the
+        store is closing; a borrowed client's pool outlives it, and Redis would go on
+        tracking what they read for a connection that is gone)."""
+        for conn in list(getattr(self._pool, "_available_connections", ())):
+            marker = getattr(conn, _TRACKED, None)
+            if marker is not None and marker[0] is self:
+                setattr(conn, _TRACKED, None)
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
 
     # -- the connection ----------------------------------------------------------------
 
@@ -193,7 +223,7 @@ class Invalidations:
         A store used from another event loop than before (its reader task is bound
         to the old one, which may be closed) starts over there, trusting nothing
         read until then."""
-        if self.disabled is not None:
+        if self.disabled is not None or self._closing:
             return
         loop = asyncio.get_running_loop()
         task = self._task
@@ -240,6 +270,10 @@ class Invalidations:
                 delay = _RETRY_MIN
                 await self._read()
             except asyncio.CancelledError:
+                # By aclose(), or from outside (a loop shutting down): trust nothing
+                # from here on, and drop the connection without awaiting.
+                self._lost()
+                self._abort()
                 raise
             except rexc.ResponseError as exc:
                 if _refusal(exc):
@@ -316,14 +350,15 @@ class Invalidations:
             entry = self.cache.get(session_id)
             if entry is not None:
                 entry.token = None
-            if session_id in pending:
-                pending[session_id] = True
+            flight = pending.get(session_id)
+            if flight is not None:
+                self._events += 1
+                flight[1] = self._events
 
     def _untrust(self) -> None:
-        """Trust nothing given before now (connections turn tracking on again)."""
+        """Trust nothing given before now (connections turn tracking on again); a
+        ticket of an older generation gives no token."""
         self.gen += 1
-        for session_id in self._pending:
-            self._pending[session_id] = True
 
     def _lost(self) -> None:
         """Invalidations may have been missed, and none arrive until reopened."""
@@ -347,6 +382,51 @@ class Invalidations:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
+
+
+class Ticket:
+    """One tracked load or commit of a session, from before it is sent until its
+    cache entry is stored: invalidations for the session that arrive in between
+    leave it without a token."""
+
+    __slots__ = ("_inv", "conn", "gen", "marker", "seen", "session_id")
+
+    def __init__(self, inv: Invalidations, session_id: str) -> None:
+        self._inv: Invalidations | None = inv
+        self.session_id = session_id
+        self.gen = inv.gen
+        self.seen = inv._events
+        self.conn: Any = None  # set once the reply was read on it
+        self.marker: Marker | None = None
+
+    def read_on(self, conn: Any) -> None:
+        """The reply was read on ``conn``: what tracking covers is what it carries now."""
+        self.conn = conn
+        self.marker = getattr(conn, _TRACKED, None)
+
+    def close(self) -> Token | None:
+        """The token for the entry about to be stored (None: not to be trusted).
+
+        Idempotent: only the first call counts (a second gives None)."""
+        inv, self._inv = self._inv, None
+        if inv is None:
+            return None
+        pending = inv._pending
+        flight = pending.get(self.session_id)
+        if flight is None:
+            return None
+        clean = flight[1] <= self.seen
+        flight[0] -= 1
+        if flight[0] <= 0:
+            del pending[self.session_id]
+        marker = self.marker
+        conn = self.conn
+        if marker is None or not clean or not inv.live or self.gen != inv.gen:
+            return None
+        if marker[0] is not inv or marker[1] != self.gen or conn._writer is not marker[2]:
+            return None
+        carried: Any = getattr(conn, _TRACKED, None)
+        return (conn, marker) if carried is marker else None
 
 
 def _refusal(exc: rexc.ResponseError) -> bool:
