@@ -511,3 +511,22 @@ def test_a_passing_refusal_while_setting_a_connection_up_leaves_tracking_on() ->
     assert inv.setup(conn) is not None  # asked again next time
     inv.set_up(conn, inv.gen - 1, [b"OK", b"id=1 name=x "])  # an older generation's answer
     assert inv.live and not inv.marked(conn)
+    # A refusal for good (the user's ACL changed since the check at open): off, once.
+    inv.set_up(conn, inv.gen, [rexc.NoPermissionError("NOPERM no CLIENT"), b""])
+    assert inv.disabled is not None and not inv.live
+
+
+def test_a_connection_being_set_up_carries_no_earlier_marker() -> None:
+    # Its setup commands go out at once and redirect its invalidations: an entry
+    # another store trusted through it must not stay trusted, whatever they answer.
+    first = Invalidations(None, "a", NearCache(10))
+    second = Invalidations(None, "b", NearCache(10))
+    first.live = second.live = True
+    conn = SimpleNamespace(_writer=object())
+    setattr(conn, _TRACKED, (first, first.gen, conn._writer))
+    assert first.marked(conn)
+    assert second.setup(conn) is not None
+    assert not first.marked(conn)
+    second.gen += 1  # the answers come for an older generation of the second
+    second.set_up(conn, second.gen - 1, [b"OK", b"id=1 name=x "])
+    assert not first.marked(conn) and not second.marked(conn)

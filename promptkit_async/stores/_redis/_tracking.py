@@ -169,9 +169,14 @@ class Invalidations:
         )
 
     def setup(self, conn: Any) -> list[tuple[Any, ...]] | None:
-        """The commands that turn tracking on for ``conn`` (None: already on, or not live)."""
+        """The commands that turn tracking on for ``conn`` (None: already on, or not live).
+
+        The caller sends them at once, so ``conn``'s marker is cleared here: from now
+        on its invalidations may go elsewhere than an earlier marker's (another store
+        on the same pool), whatever the answers turn out to be."""
         if not self.live or self.marked(conn):
             return None
+        setattr(conn, _TRACKED, None)
         return [
             ("CLIENT", "TRACKING", "ON", "REDIRECT", self.id, "NOLOOP"),
             ("CLIENT", "LIST", "ID", self.id),
@@ -183,7 +188,8 @@ class Invalidations:
         Only a clean answer for the current generation marks it; anything else
         leaves it unmarked, so its next tracked call sets it up again. (The
         invalidation connection checked, when it opened, that this server and
-        user allow both commands; a refusal here is a passing state, like BUSY.)
+        user allow both commands: a refusal here turns tracking off, as then; any
+        other error, like BUSY, is a passing state.)
         """
         if gen != self.gen or not self.live:
             return  # sent for an older invalidation connection: says nothing of this one
@@ -194,7 +200,11 @@ class Invalidations:
             return
         if isinstance(tracking, Exception) or isinstance(listing, Exception):
             answer = tracking if isinstance(tracking, Exception) else listing
-            logger.debug("near cache: turning tracking on failed: %r", answer)
+            if isinstance(answer, rexc.ResponseError) and _refusal(answer):
+                # Refused for good here (ACLs changed, a proxy that refuses CLIENT).
+                self._disable(f"a data connection may not turn tracking on: {str(answer)[:120]}")
+            else:
+                logger.debug("near cache: turning tracking on failed: %r", answer)
             return
         text = listing.decode() if isinstance(listing, bytes) else str(listing)
         if f" name={self._name.decode()} " not in f" {text} ":
@@ -208,12 +218,14 @@ class Invalidations:
         """Close the pool's idle connections this store turned tracking on for (the
         store is closing; a borrowed client's pool outlives it, and Redis would go on
         tracking what they read for a connection that is gone)."""
-        for conn in list(getattr(self._pool, "_available_connections", ())):
+        available = getattr(self._pool, "_available_connections", ())
+        for conn in list(available):
             marker = getattr(conn, _TRACKED, None)
-            if marker is not None and marker[0] is self:
+            if marker is not None and marker[0] is self and conn in available:
                 setattr(conn, _TRACKED, None)
                 with contextlib.suppress(Exception):
-                    await conn.disconnect()
+                    # Without waiting: no other task can take it from the pool midway.
+                    await conn.disconnect(nowait=True)
 
     # -- the connection ----------------------------------------------------------------
 
