@@ -530,3 +530,60 @@ def test_a_connection_being_set_up_carries_no_earlier_marker() -> None:
     second.gen += 1  # the answers come for an older generation of the second
     second.set_up(conn, second.gen - 1, [b"OK", b"id=1 name=x "])
     assert not first.marked(conn) and not second.marked(conn)
+
+
+@pytest.mark.redis
+async def test_a_tracked_call_in_flight_as_the_store_closes_leaves_no_tracked_connection(
+    proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(
+        through(proxy, redis_url), retry=Retry(NoBackoff(), 0), client_name="pktest-inflight"
+    )
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        store = RedisStore(client, prefix=prefix, near_cache=10)
+        await store.load("s", 5)
+        await wait_until(lambda: store.tracking, 10)
+        proxy.reply_delay = 0.3
+        loading = asyncio.create_task(store.load("t", 5))
+        await asyncio.sleep(0.1)  # sent; its reply held at the proxy
+        await store.aclose()
+        assert await loading == []
+        proxy.heal()
+        flags = [c["flags"] for c in await admin.client_list() if c["name"] == "pktest-inflight"]
+        assert not any("t" in f for f in flags), flags
+        assert await client.ping()  # the borrowed client still works
+        assert store._link._idle is None  # nothing kept by a closed store
+    finally:
+        await admin.aclose()
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_close_cancelled_midway_is_finished_by_the_next(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore.from_url(redis_url, prefix=prefix, near_cache=10)
+    await store.load("s", 5)
+    await wait_until(lambda: store.tracking, 10)
+    original = Invalidations.aclose
+    entered = asyncio.Event()
+
+    async def slow(self: Invalidations) -> None:
+        entered.set()
+        await asyncio.sleep(10)
+        await original(self)
+
+    monkeypatch.setattr(Invalidations, "aclose", slow)
+    closing = asyncio.create_task(store.aclose())
+    await entered.wait()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    monkeypatch.setattr(Invalidations, "aclose", original)
+    await asyncio.wait_for(store.aclose(), 5)
+    assert not store.tracking
+    assert [t for t in asyncio.all_tasks() if "Invalidations._run" in repr(t)] == []
+    client: Any = store.client
+    pool = client.connection_pool
+    assert all(c._writer is None for c in pool._available_connections)  # the client closed

@@ -157,7 +157,9 @@ class Link:
                 await conn.send_packed_command(conn.pack_commands([*setup, args]))
                 inv.set_up(conn, gen, [await _answer(conn) for _ in setup])
             reply = await conn.read_response()
-            sound = True
+            # A store closing its invalidations gives no tracked connection back
+            # to a pool that outlives it: closed instead (Redis then forgets it).
+            sound = not inv.closing
             ticket.read_on(conn)
         except BaseException as exc:
             ticket.close()
@@ -193,7 +195,7 @@ class Link:
     async def _give(self, pool: Any, conn: Any, sound: bool, keep: bool = True) -> None:
         """Keep ``conn`` for the next command, or give it back (closed if it failed
         midway: it may hold an unread reply)."""
-        if sound and keep and self._idle is None:
+        if sound and keep and self._idle is None and self.lane:
             self._idle = conn
             return
         if not sound:
@@ -222,7 +224,10 @@ class Link:
             await self._give(pool, conn, sound, keep=self.lane)
 
     async def release(self) -> None:
-        """Give the kept connection back to the pool (the store is closing)."""
+        """Give the kept connection back to the pool (the store is closing); from now on
+        every call goes through the client, and a call still in flight gives its
+        connection back too."""
+        self.lane = False
         conn, self._idle = self._idle, None
         if conn is not None and not isinstance(self.client, RedisCluster):
             await self.client.connection_pool.release(conn)

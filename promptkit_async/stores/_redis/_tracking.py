@@ -158,6 +158,10 @@ class Invalidations:
             pending[0] += 1
         return Ticket(self, session_id)
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def marked(self, conn: Any) -> bool:
         """Tracking is on for ``conn``, redirected to this generation's connection."""
         marker = getattr(conn, _TRACKED, None)
