@@ -418,19 +418,21 @@ class RedisStore(BaseStore):
         return f"RedisStore(prefix={self.prefix!r}, cluster={self.cluster})"
 
     async def aclose(self) -> None:
-        """Close the client if this store created it; idempotent."""
+        """Close the client if this store created it; idempotent. A close that was
+        cancelled midway is finished by the next call (each step may run again)."""
         if self._closed:
             return
-        self._closed = True
         self._cache.clear()
-        if self._link.invalidations is not None:
-            await self._link.invalidations.aclose()
+        inv = self._link.invalidations
+        if inv is not None:
+            await inv.aclose()
         await close_summaries(self)
         await self._link.release()
-        if self._link.invalidations is not None and not self._owns_client:
-            await self._link.invalidations.untrack_idle()
+        if inv is not None and not self._owns_client:
+            await inv.untrack_idle()
         if self._owns_client:
             await self._link.client.aclose()
+        self._closed = True
 
     def key(self, session_id: str, kind: str = _keys.HISTORY) -> bytes:
         """The Redis key holding ``session_id``'s history (or another kind of its keys)."""
