@@ -361,6 +361,17 @@ def slow_listing(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(Committer, "_list_in", slow)
 
 
+async def served_from_memory_then_slow_listings(
+    store: RedisStore, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session "s" holds "one", served from memory; from now on, a commit's reply is
+    in 0.3 s before its entry is stored (its owner's listing is slow)."""
+    await store.commit(owned_turn("s", "one"))
+    await store.load("s", WINDOW)
+    assert await from_memory(store, proxy, "s") == ["one"]
+    slow_listing(monkeypatch, 0.3)
+
+
 @pytest.mark.redis
 async def test_an_invalidation_between_the_commit_reply_and_its_entry_is_not_lost(
     proxy: FaultProxy,
@@ -370,10 +381,7 @@ async def test_an_invalidation_between_the_commit_reply_and_its_entry_is_not_los
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with tracked(through(proxy, redis_url), prefix) as store:
-        await store.commit(owned_turn("s", "one"))
-        await store.load("s", WINDOW)
-        assert await from_memory(store, proxy, "s") == ["one"]
-        slow_listing(monkeypatch, 0.3)
+        await served_from_memory_then_slow_listings(store, proxy, monkeypatch)
         mine = asyncio.create_task(store.commit(owned_turn("s", "mine")))
         await asyncio.sleep(0.1)  # the commit has applied; its listing is waited for
         before = store.invalidations
@@ -393,10 +401,7 @@ async def test_a_commit_cancelled_after_it_ran_leaves_no_trusted_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with tracked(through(proxy, redis_url), prefix) as store:
-        await store.commit(owned_turn("s", "one"))
-        await store.load("s", WINDOW)
-        assert await from_memory(store, proxy, "s") == ["one"]
-        slow_listing(monkeypatch, 0.3)
+        await served_from_memory_then_slow_listings(store, proxy, monkeypatch)
         task = asyncio.create_task(store.commit(owned_turn("s", "stored")))
         await asyncio.sleep(0.1)  # applied on the connection that tracks the entry
         task.cancel()
