@@ -50,7 +50,7 @@ from ._messages import Message, ToolCall, stored_text
 from ._parts import AudioPart, FilePart, ImagePart, Part, TextPart, ThinkingPart
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -58,6 +58,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_MARK",
     "decode_message",
+    "decode_records",
     "encode_message",
     "header",
     "id_number",
@@ -376,6 +377,62 @@ def _decode_common(raw: bytes) -> Message | None:
         return stored_text(rec["r"], content, message_id.decode("ascii"), _time_of_stamp(ms[2:]))
     except (ValueError, StopIteration, LookupError, RecursionError, OverflowError, TypeError):
         return None  # InvalidMessage is a ValueError: the general path says what is wrong
+
+
+def decode_records(
+    raws: Sequence[bytes | str], *, session_id: str, first_index: int, max_bytes: int
+) -> list[Message]:
+    """``[decode_message(raw, index=first_index + i) for i, raw in enumerate(raws)]``,
+    with :func:`_decode_common` inlined in the loop: a window is 20 records a turn.
+
+    Each record either passes every check ``_decode_common`` makes, or is
+    decoded by :func:`decode_message` (which says what is wrong), so the result
+    and every error are those of the plain loop.
+    """
+    out: list[Message] = []
+    append = out.append
+    fast = _fast_loads
+    scan = _scan_once
+    last_ms = b""
+    last_when = EPOCH
+    for i, raw in enumerate(raws):
+        if type(raw) is bytes and raw[:2] == HEADER_MARK:
+            head, _, payload = raw.partition(b"\n")
+            ms, _, message_id = head.partition(b" ")
+            if payload[:2] == b'{"' and message_id:
+                try:
+                    if fast is not None:
+                        rec = fast(payload)
+                    else:
+                        text = payload.decode("utf-8", "surrogatepass")
+                        rec, end = scan(text, 0)
+                        if end != len(text):
+                            rec = None
+                    if type(rec) is dict and len(rec) == 3 and "v" in rec:
+                        content = rec["c"]
+                        stamp = ms[2:]
+                        if type(content) is str and stamp.isdigit():
+                            if stamp != last_ms:
+                                last_ms, last_when = stamp, time_of(int(stamp))
+                            message = stored_text(
+                                rec["r"], content, message_id.decode("ascii"), last_when
+                            )
+                            if message is not None:
+                                append(message)
+                                continue
+                except (
+                    ValueError,
+                    StopIteration,
+                    LookupError,
+                    RecursionError,
+                    OverflowError,
+                    TypeError,
+                ):
+                    pass  # the general path says what is wrong
+        append(
+            decode_message(raw, session_id=session_id, index=first_index + i, max_bytes=max_bytes)
+        )
+    return out
 
 
 def _from_record(rec: dict[str, Any], message_id: str | None, when: datetime | None) -> Message:

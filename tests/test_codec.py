@@ -22,7 +22,13 @@ from promptkit_async import (
     ToolCall,
     _codec,
 )
-from promptkit_async._codec import FORMAT_VERSION, decode_message, encode_message, header
+from promptkit_async._codec import (
+    FORMAT_VERSION,
+    decode_message,
+    decode_records,
+    encode_message,
+    header,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -329,3 +335,76 @@ def test_the_fast_decoder_agrees_with_the_stdlib_path(payload: bytes) -> None:
 
 
 _FAST_DEFAULT = _codec._fast_loads
+
+
+# -- a window's records decoded in one loop -------------------------------------------
+
+_RECORDS = st.one_of(
+    # what a store writes most: header + {"v","r","c"}
+    st.builds(
+        lambda r, c, ms, mid: _stored(encode_message(Message(r, c)), ms, mid),
+        st.sampled_from(["user", "assistant", "system"]),
+        st.text(max_size=30),
+        st.sampled_from([1_700_000_000_123, 1_700_000_000_124, 0]),
+        st.sampled_from(["41", "7~2", "x"]),
+    ),
+    # other messages, headerless and compressed records, text records
+    st.sampled_from(
+        [
+            _stored(encode_message(Message.assistant("", tool_calls=[ToolCall("c", "f", "{}")]))),
+            _stored(encode_message(Message.user("m", meta={"k": 1}))),
+            _stored(encode_message(Message.user("z" * 300), compress_above=10)),
+            encode_message(Message.user("format 1")),
+            _stored(encode_message(Message.user("text"))).decode(),
+        ]
+    ),
+    # damage: every way the common path must step aside
+    st.sampled_from(
+        [
+            b'\x002170 41\n{"v":2,"r":"robot","c":"x"}',
+            b'\x002170 41\n{"v":2,"r":"user","c":"a\\ud800b"}',
+            b'\x002170 41\n{"v":2,"r":"user","c":5}',
+            b'\x002170 41\n{"v":2,"c":"x","n":1}',
+            b'\x002170 41\n{"v":2,"r":"user","c":"x"} x',
+            b'\x0021x0 41\n{"v":2,"r":"user","c":"x"}',
+            b'\x002170 \n{"v":2,"r":"user","c":"x"}',
+            b'\x002170 41\n["v",2]',
+            b"\x002170 41\n",
+            b"\xff\xfe",
+        ]
+    ),
+    st.binary(max_size=40),
+)
+
+
+def _outcome(decode: Any) -> tuple[object, ...]:
+    try:
+        return ("ok", [(repr(m), m.id, m.created_at) for m in decode()])
+    except CorruptHistory as exc:
+        return ("corrupt", exc.index, str(exc))
+
+
+@given(st.lists(_RECORDS, max_size=8), st.sampled_from([0, -8]))
+def test_a_window_decodes_as_each_record_would_alone(
+    records: list[bytes | str], first: int
+) -> None:
+    def one_by_one() -> list[Message]:
+        return [
+            decode_message(r, session_id="s", index=first + i, max_bytes=1 << 20)
+            for i, r in enumerate(records)
+        ]
+
+    def together() -> list[Message]:
+        return decode_records(records, session_id="s", first_index=first, max_bytes=1 << 20)
+
+    decoders: list[Any] = [None]
+    if _FAST:
+        import msgspec
+
+        decoders.append(msgspec.json.Decoder().decode)
+    for loads in decoders:  # both paths: the stdlib scanner and msgspec's decoder
+        _codec._fast_loads = loads
+        try:
+            assert _outcome(together) == _outcome(one_by_one)
+        finally:
+            _codec._fast_loads = _FAST_DEFAULT

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..._codec import EPOCH, decode_message, id_number
+from ..._codec import EPOCH, decode_records, id_number
 from ..._exceptions import MessageNotFound
 from ..._messages import stamped
 from . import _keys
@@ -140,16 +140,9 @@ def decode_window(
     session_id: str, raw: list[bytes], limit: int | None, max_bytes: int
 ) -> list[Message]:
     windowed = limit is not None and len(raw) == limit
-    return [
-        # A windowed load cannot know absolute positions: count from the end.
-        decode_message(
-            item,
-            session_id=session_id,
-            index=i - len(raw) if windowed else i,
-            max_bytes=max_bytes,
-        )
-        for i, item in enumerate(raw)
-    ]
+    # A windowed load cannot know absolute positions: count from the end.
+    first = -len(raw) if windowed else 0
+    return decode_records(raw, session_id=session_id, first_index=first, max_bytes=max_bytes)
 
 
 def positional(messages: list[Message], length: int) -> list[Message]:
