@@ -383,55 +383,22 @@ def decode_records(
     raws: Sequence[bytes | str], *, session_id: str, first_index: int, max_bytes: int
 ) -> list[Message]:
     """``[decode_message(raw, index=first_index + i) for i, raw in enumerate(raws)]``,
-    with :func:`_decode_common` inlined in the loop: a window is 20 records a turn.
+    with its common case called directly: a window is 20 records a turn.
 
-    Each record either passes every check ``_decode_common`` makes, or is
-    decoded by :func:`decode_message` (which says what is wrong), so the result
-    and every error are those of the plain loop.
+    A record :func:`_decode_common` declines is decoded by :func:`decode_message`
+    (which says what is wrong), so the result and every error are those of the
+    plain loop.
     """
     out: list[Message] = []
     append = out.append
-    fast = _fast_loads
-    scan = _scan_once
-    last_ms = b""
-    last_when = EPOCH
+    common = _decode_common
     for i, raw in enumerate(raws):
-        if type(raw) is bytes and raw[:2] == HEADER_MARK:
-            head, _, payload = raw.partition(b"\n")
-            ms, _, message_id = head.partition(b" ")
-            if payload[:2] == b'{"' and message_id:
-                try:
-                    if fast is not None:
-                        rec = fast(payload)
-                    else:
-                        text = payload.decode("utf-8", "surrogatepass")
-                        rec, end = scan(text, 0)
-                        if end != len(text):
-                            rec = None
-                    if type(rec) is dict and len(rec) == 3 and "v" in rec:
-                        content = rec["c"]
-                        stamp = ms[2:]
-                        if type(content) is str and stamp.isdigit():
-                            if stamp != last_ms:
-                                last_ms, last_when = stamp, time_of(int(stamp))
-                            message = stored_text(
-                                rec["r"], content, message_id.decode("ascii"), last_when
-                            )
-                            if message is not None:
-                                append(message)
-                                continue
-                except (
-                    ValueError,
-                    StopIteration,
-                    LookupError,
-                    RecursionError,
-                    OverflowError,
-                    TypeError,
-                ):
-                    pass  # the general path says what is wrong
-        append(
-            decode_message(raw, session_id=session_id, index=first_index + i, max_bytes=max_bytes)
-        )
+        message = common(raw) if type(raw) is bytes and raw[:2] == HEADER_MARK else None
+        if message is None:
+            message = decode_message(
+                raw, session_id=session_id, index=first_index + i, max_bytes=max_bytes
+            )
+        append(message)
     return out
 
 
