@@ -465,6 +465,51 @@ async def test_two_stores_on_one_client_each_get_their_own_invalidations(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("writer", ["a store without near cache", "the application"])
+async def test_a_write_through_a_connection_the_store_gave_back_is_not_missed(
+    redis_url: str, prefix: str, writer: str
+) -> None:
+    # Redis reports no connection's own writes to its redirect (NOLOOP). A connection
+    # the near-cache store tracked and gave back to a shared pool may carry another
+    # store's or the application's write: what the store read on it must be checked.
+    client = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    cached = RedisStore(client, prefix=prefix, near_cache=100)
+    other = RedisStore(client, prefix=prefix)
+    stale = []
+    try:
+        await cached.load("w", 1)
+        await wait_until(lambda: cached.tracking, 10)
+        for r in range(10):
+            sids = [f"s{r}-{i}" for i in range(3)]
+            for sid in sids:
+                await other.append(sid, [u("one")])
+            # Loads at once: all but one ran on connections given back to the pool.
+            await asyncio.gather(*(cached.load(sid, 5) for sid in sids))
+            for sid in sids:
+                if writer == "the application":
+                    pool = client.connection_pool
+                    # The pool hands out the connection given back last: a tracked one.
+                    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                    try:
+                        await conn.send_command("DEL", *_keys.stored_keys(prefix, sid))
+                        assert await conn.read_response() == 3
+                    finally:
+                        await pool.release(conn)
+                else:
+                    assert await other.delete(sid)
+            await asyncio.sleep(0.05)  # the invalidations that were sent have arrived
+            for sid in sids:
+                window = texts(await cached.load(sid, 5))
+                if window:
+                    stale.append((sid, window))
+    finally:
+        await cached.aclose()
+        await other.aclose()
+        await client.aclose()
+    assert stale == []
+
+
+@pytest.mark.redis
 async def test_closing_a_store_turns_tracking_off_for_a_borrowed_clients_connections(
     redis_url: str, prefix: str
 ) -> None:

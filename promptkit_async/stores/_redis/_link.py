@@ -186,6 +186,7 @@ class Link:
         """The kept connection if it is still usable, else one from the pool."""
         conn, self._idle = self._idle, None
         if conn is not None and _unusable(pool, conn):
+            self._lend(conn)
             await _dropped(pool, conn)
             conn = None
         if conn is None:
@@ -200,7 +201,14 @@ class Link:
             return
         if not sound:
             await conn.disconnect(nowait=True)  # closes without waiting: no suspension
+        self._lend(conn)
         await pool.release(conn)
+
+    def _lend(self, conn: Any) -> None:
+        """``conn`` goes back to the pool, where other code may write through it."""
+        inv = self.invalidations
+        if inv is not None:
+            inv.lent(conn)
 
     async def call_pipelined(self, commands: list[tuple[Any, ...]], extra: float) -> list[Any]:
         """Commands sent in one write on one connection of a standalone client, every
@@ -230,6 +238,7 @@ class Link:
         self.lane = False
         conn, self._idle = self._idle, None
         if conn is not None and not isinstance(self.client, RedisCluster):
+            self._lend(conn)
             await self.client.connection_pool.release(conn)
 
     async def check_server(self) -> None:

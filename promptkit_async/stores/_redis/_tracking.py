@@ -10,9 +10,11 @@ connection makes itself, so our own commits do not invalidate what they wrote.
 A cache entry carries a *token*: the connection whose tracking covers its keys
 and the marker tracking left on it (this store's invalidations, their
 generation, the connection's socket at the time). It is served without asking
-Redis only while the connection still carries that marker (another store on
-the same pool redirects it elsewhere when it sets it up) and no invalidation for
-it arrived. Anything that may have lost an
+Redis only while the connection still carries that marker and no invalidation
+for it arrived. Another store on the same pool redirects a connection elsewhere
+when it sets it up; and a connection given back to the pool gets a new marker,
+since a write other code makes through it there is its own, which Redis does not
+report to it (``NOLOOP``). Anything that may have lost an
 invalidation bumps the generation, so every entry falls back to the version
 check in the load script (one round trip, as without tracking):
 
@@ -217,6 +219,17 @@ class Invalidations:
             self._broken("the invalidation connection is not on this connection's server")
             return
         setattr(conn, _TRACKED, (self, gen, conn._writer))
+
+    def lent(self, conn: Any) -> None:
+        """``conn`` goes back to the pool, where other code (another store, the
+        application) may write through it; Redis does not report a connection's own
+        writes to its redirect (``NOLOOP``), so the entries read on it are no longer
+        trusted: its marker is replaced by an equal one (a new object, which
+        :meth:`trusted` and :meth:`Ticket.close` compare by identity). It stays set
+        up: taken back, what it reads while held is trusted again."""
+        marker = getattr(conn, _TRACKED, None)
+        if marker is not None and marker[0] is self:
+            setattr(conn, _TRACKED, (self, marker[1], marker[2]))
 
     async def untrack_idle(self) -> None:
         """Close the pool's idle connections this store turned tracking on for (the
