@@ -57,7 +57,7 @@ def cluster_node(*args: str, node_timeout_ms: int = 2000) -> RedisServer:
     flags += ["--cluster-node-timeout", str(node_timeout_ms), *args]
     if _has_cluster_port():
         return RedisServer(*flags, "--cluster-port", str(free_port()))
-    return RedisServer(*flags, port=_bus_free_port())
+    return RedisServer(*flags, port_factory=_bus_free_port)
 
 
 def cluster_unavailable_reason() -> str | None:

@@ -73,11 +73,19 @@ elif LOOP != "asyncio":
     raise RuntimeError(f"PROMPTKIT_LOOP must be asyncio or uvloop, not {LOOP!r}")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, never the same twice in one run (two servers
+    of a cluster asking in turn could otherwise both be given a port just released)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _answers(url: str) -> bool:
@@ -91,11 +99,32 @@ def _answers(url: str) -> bool:
         return False
 
 
+class _ExitedEarly(RuntimeError):
+    """The server exited before it answered (a port taken: it logs and exits 1)."""
+
+
+def _new_bus_port(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` with any ``--cluster-port`` value replaced by a new free port."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--cluster-port":
+            out[i + 1] = str(free_port())
+    return tuple(out)
+
+
 class RedisServer:
     """A redis-server process owned by the tests (started and stopped by them)."""
 
-    def __init__(self, *extra_args: str, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self,
+        *extra_args: str,
+        port: int | None = None,
+        port_factory: Callable[[], int] | None = None,
+    ) -> None:
+        # A port picked here (not given) is picked again if the first start finds it
+        # taken: between picking and binding, any process may take a free port.
+        self._factory = port_factory or (free_port if port is None else None)
+        self.port = port if port is not None else (port_factory or free_port)()
         self.dir = Path(tempfile.mkdtemp(prefix="promptkit-redis-"))
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,6 +134,20 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start (or restart, on the same port) and wait until it answers."""
+        first = self.proc is None
+        for attempt in range(3):
+            try:
+                return self._start()
+            except _ExitedEarly:
+                if not first or self._factory is None or attempt == 2:
+                    raise
+            # The port (or the cluster bus port) was taken meanwhile: new ones.
+            self.port = self._factory()
+            self.extra_args = _new_bus_port(self.extra_args)
+        raise AssertionError("unreachable")
+
+    def _start(self) -> RedisServer:
         exe = os.environ.get("PROMPTKIT_REDIS_SERVER") or shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not on PATH")
@@ -131,7 +174,7 @@ class RedisServer:
             if _answers(self.url):
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                raise _ExitedEarly(f"redis-server exited with {self.proc.returncode}")
             time.sleep(0.05)
         raise RuntimeError("redis-server did not answer within 10 s")
 
