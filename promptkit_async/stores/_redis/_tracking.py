@@ -321,6 +321,9 @@ class Invalidations:
     async def _open(self) -> None:
         kwargs = dict(self._pool.connection_kwargs)
         kwargs["protocol"] = 3  # pushes need RESP3; this connection carries nothing else
+        # Key names as bytes, decoded as UTF-8 as the store encodes them (a client
+        # decoding replies as latin-1 would garble a non-ASCII session id).
+        kwargs["decode_responses"] = False
         kwargs.pop("client_name", None)
         conn = self._pool.connection_class(**kwargs)
         self._conn = conn
