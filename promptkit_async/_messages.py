@@ -83,6 +83,36 @@ def check_text(value: str, what: str) -> None:
             ) from None
 
 
+def json_copy(value: object, path: str, depth: int = 0) -> Any:
+    """``value`` checked as :func:`check_json` does, and copied as JSON would give it
+    back (lists for tuples, dicts for mappings): a message keeps no object its
+    caller may change later, and holds what a store's load returns."""
+    if depth > 64:
+        raise InvalidMessage(f"metadata nested too deeply at {path}")
+    if isinstance(value, str):
+        check_text(value, f"metadata value at {path}")
+        return value
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessage(f"metadata value at {path} is not a finite number")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidMessage(f"metadata key at {path} must be str, got {key!r}")
+            check_text(key, f"metadata key at {path}")
+            out[key] = json_copy(item, f"{path}.{key}", depth + 1)
+        return out
+    raise InvalidMessage(
+        f"metadata value at {path} is {type(value).__name__}, which is not JSON-serialisable"
+    )
+
+
 def check_json(value: object, path: str, depth: int = 0) -> None:
     if depth > 64:
         raise InvalidMessage(f"metadata nested too deeply at {path}")
@@ -186,9 +216,9 @@ class Message:
                 raise InvalidMessage(
                     f"metadata must be a mapping, got {type(self.metadata).__name__}"
                 )
-            # A copy: the caller's dict changing later must not change this message.
-            metadata = dict(self.metadata)
-            check_json(metadata, "metadata")
+            # A deep copy: the caller's dict (or a list in it) changing later must
+            # not change this message, nor a window a store keeps in memory.
+            metadata = json_copy(dict(self.metadata), "metadata")
             object.__setattr__(self, "metadata", metadata)
         if self.id is not None or self.created_at is not None:
             self._check_identity()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -78,6 +79,21 @@ def test_message_is_a_value() -> None:
     assert Message("assistant", "x", tool_calls=[]).tool_calls == ()  # type: ignore[arg-type]
     with pytest.raises(InvalidMessage, match="surrogate"):
         Message.user("a\ud800b")
+
+
+def test_metadata_is_copied_all_the_way_down_as_json_gives_it_back() -> None:
+    tags: Any = ["draft"]
+    nested: Any = {"by": {"name": "ann", "ids": (1, 2)}}
+    m = Message.user("hi", tags=tags, nested=nested)
+    tags.append("later")  # a list the caller reuses for the next message
+    nested["by"]["name"] = "bob"
+    assert m.metadata == {"tags": ["draft"], "nested": {"by": {"name": "ann", "ids": [1, 2]}}}
+    # Tuples come back as lists: what a store's load would decode.
+    meta: Any = m.metadata
+    assert type(meta["nested"]["by"]["ids"]) is list
+    assert json.loads(json.dumps(m.metadata)) == m.metadata
+    with pytest.raises(InvalidMessage, match=r"metadata\.nested\.by\.bad"):
+        Message.user("hi", nested={"by": {"bad": {1, 2}}})  # type: ignore[dict-item]
 
 
 def test_tool_calls_may_be_given_as_dicts() -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +20,7 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from promptkit_async import RedisStore, Session, Turn
+from promptkit_async import Message, RedisStore, Session, Turn
 from promptkit_async._ids import new_turn_id
 from promptkit_async.stores._redis import _keys
 from promptkit_async.stores._redis._cache import NearCache
@@ -34,8 +34,6 @@ from ..samples import a, u
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
-
-    from promptkit_async import Message
 
     from ..conftest import RedisServer
 
@@ -507,6 +505,46 @@ async def test_a_write_through_a_connection_the_store_gave_back_is_not_missed(
         await other.aclose()
         await client.aclose()
     assert stale == []
+
+
+@pytest.mark.redis
+async def test_a_non_ascii_session_is_invalidated_over_a_client_decoding_latin_1(
+    redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    # The invalidation connection reads key names as bytes whatever the client decodes.
+    client = aioredis.Redis.from_url(
+        redis_url, retry=Retry(NoBackoff(), 0), decode_responses=True, encoding="latin-1"
+    )
+    store = RedisStore(client, prefix=prefix, near_cache=10)
+    try:
+        await store.load("w", 1)
+        await wait_until(lambda: store.tracking, 10)
+        for sid in ("plain", "café"):  # (latin-1 cannot send a session id beyond it)
+            await store.append(sid, [u("one")])
+            assert texts(await store.load(sid, 5)) == ["one"]
+            before = store.invalidations
+            await truth.append(sid, [u("two")])  # another client's write
+            await invalidated(store, before)
+            assert texts(await store.load(sid, 5)) == ["one", "two"], sid
+    finally:
+        await store.aclose()
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_window_extended_by_a_commit_is_what_redis_gives_back(
+    proxy: FaultProxy, redis_url: str, prefix: str, truth: RedisStore
+) -> None:
+    async with tracked(through(proxy, redis_url), prefix) as store:
+        await store.load("s", 5)
+        tags: Any = ["draft"]
+        await store.append("s", [Message.user("hi", pair=cast("Any", (1, 2)), tags=tags)])
+        tags.append("changed after the commit")  # the caller reuses its list
+        mark = len(proxy.requests)
+        served = await store.load("s", 5)
+        assert sent(proxy, mark) == [], "not served from memory"
+        assert [m.metadata for m in served] == [m.metadata for m in await truth.load("s", 5)]
+        assert served[0].metadata == {"pair": [1, 2], "tags": ["draft"]}
 
 
 @pytest.mark.redis
