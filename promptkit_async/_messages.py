@@ -84,9 +84,10 @@ def check_text(value: str, what: str) -> None:
 
 
 def json_copy(value: object, path: str, depth: int = 0) -> Any:
-    """``value`` checked as :func:`check_json` does, and copied as JSON would give it
-    back (lists for tuples, dicts for mappings): a message keeps no object its
-    caller may change later, and holds what a store's load returns."""
+    """``value`` checked to be JSON (finite numbers, str keys, no lone surrogates, at
+    most 64 deep), and copied as JSON would give it back (lists for tuples): a
+    message keeps no object its caller may change later, and holds what a store's
+    load returns."""
     if depth > 64:
         raise InvalidMessage(f"metadata nested too deeply at {path}")
     if isinstance(value, str):
@@ -108,34 +109,6 @@ def json_copy(value: object, path: str, depth: int = 0) -> Any:
             check_text(key, f"metadata key at {path}")
             out[key] = json_copy(item, f"{path}.{key}", depth + 1)
         return out
-    raise InvalidMessage(
-        f"metadata value at {path} is {type(value).__name__}, which is not JSON-serialisable"
-    )
-
-
-def check_json(value: object, path: str, depth: int = 0) -> None:
-    if depth > 64:
-        raise InvalidMessage(f"metadata nested too deeply at {path}")
-    if isinstance(value, str):
-        check_text(value, f"metadata value at {path}")
-        return
-    if value is None or isinstance(value, (bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidMessage(f"metadata value at {path} is not a finite number")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_json(item, f"{path}[{i}]", depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidMessage(f"metadata key at {path} must be str, got {key!r}")
-            check_text(key, f"metadata key at {path}")
-            check_json(item, f"{path}.{key}", depth + 1)
-        return
     raise InvalidMessage(
         f"metadata value at {path} is {type(value).__name__}, which is not JSON-serialisable"
     )

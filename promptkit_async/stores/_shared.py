@@ -23,7 +23,7 @@ from .._exceptions import InvalidCursor, InvalidMessage, StoreUnavailable
 from .._ids import new_turn_id
 from .._info import UNCHANGED
 from .._locks import LockRegistry
-from .._messages import Message, check_json, check_text, stamped
+from .._messages import Message, check_text, json_copy, stamped
 from .._metrics import Instruments
 from .._resources import AsyncResource
 from .._summary import Summary
@@ -88,7 +88,7 @@ def check_info_update(
                 raise TypeError(f"metadata keys must be non-empty str, got {key!r}")
             check_text(key, "metadata key")
             if value is not None:
-                check_json(value, f"metadata[{key!r}]")
+                json_copy(value, f"metadata[{key!r}]")  # checked (the copy is not kept)
     return title, metadata, None if owner is None else check_owner(owner)
 
 
