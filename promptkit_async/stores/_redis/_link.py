@@ -186,8 +186,7 @@ class Link:
         """The kept connection if it is still usable, else one from the pool."""
         conn, self._idle = self._idle, None
         if conn is not None and _unusable(pool, conn):
-            self._lend(conn)
-            await _dropped(pool, conn)
+            await self._give(pool, conn, False)  # closed, and given back
             conn = None
         if conn is None:
             conn = await pool.get_connection()
@@ -195,20 +194,18 @@ class Link:
 
     async def _give(self, pool: Any, conn: Any, sound: bool, keep: bool = True) -> None:
         """Keep ``conn`` for the next command, or give it back (closed if it failed
-        midway: it may hold an unread reply)."""
+        midway: it may hold an unread reply). Every connection the link gives back
+        goes through here: in the pool other code may write through it, so the near
+        cache stops trusting what it read (``Invalidations.lent``)."""
         if sound and keep and self._idle is None and self.lane:
             self._idle = conn
             return
         if not sound:
             await conn.disconnect(nowait=True)  # closes without waiting: no suspension
-        self._lend(conn)
-        await pool.release(conn)
-
-    def _lend(self, conn: Any) -> None:
-        """``conn`` goes back to the pool, where other code may write through it."""
         inv = self.invalidations
         if inv is not None:
             inv.lent(conn)
+        await pool.release(conn)
 
     async def call_pipelined(self, commands: list[tuple[Any, ...]], extra: float) -> list[Any]:
         """Commands sent in one write on one connection of a standalone client, every
@@ -238,8 +235,7 @@ class Link:
         self.lane = False
         conn, self._idle = self._idle, None
         if conn is not None and not isinstance(self.client, RedisCluster):
-            self._lend(conn)
-            await self.client.connection_pool.release(conn)
+            await self._give(self.client.connection_pool, conn, True)  # the lane is off
 
     async def check_server(self) -> None:
         """Refuse, once and clearly, a server older than the store needs (see
@@ -298,9 +294,3 @@ def _unusable(pool: Any, conn: Any) -> bool:
     reader = getattr(conn, "_reader", None)
 
     return (reader is not None and reader.at_eof()) or stale_primary(pool, conn)
-
-
-async def _dropped(pool: Any, conn: Any) -> None:
-    """Close a kept connection to a server that is no longer the primary, and give it back."""
-    await conn.disconnect(nowait=True)
-    await pool.release(conn)
