@@ -191,7 +191,8 @@ class Message:
                 )
             # A deep copy: the caller's dict (or a list in it) changing later must
             # not change this message, nor a window a store keeps in memory.
-            metadata = json_copy(dict(self.metadata), "metadata")
+            given = self.metadata
+            metadata = json_copy(given if type(given) is dict else dict(given), "metadata")
             object.__setattr__(self, "metadata", metadata)
         if self.id is not None or self.created_at is not None:
             self._check_identity()
