@@ -123,8 +123,11 @@ class RedisServer:
     ) -> None:
         # A port picked here (not given) is picked again if the first start finds it
         # taken: between picking and binding, any process may take a free port.
-        self._factory = port_factory or (free_port if port is None else None)
-        self.port = port if port is not None else (port_factory or free_port)()
+        self._factory: Callable[[], int] | None = None
+        if port is None:
+            self._factory = port_factory or free_port
+            port = self._factory()
+        self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="promptkit-redis-"))
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
